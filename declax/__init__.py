@@ -1,0 +1,6 @@
+"""declax: Trax's combinator style of writing models, on Flax Linen, Optax and Orbax."""
+
+from declax.layers.base import LayerError, summary
+
+__all__ = ["LayerError", "summary"]
+__version__ = "0.1.0"

@@ -1,0 +1,419 @@
+"""Combinators that compose layers over the data stack, with Trax's semantics and argument names.
+
+Loops and branches over time or data (`Scan`, `Cond`, `Chunk`, `BatchLeadingAxes`,
+`Bidirectional`) live in `declax.layers.control_flow`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+from declax.layers.base import Layer, LayerError, flatten_layers
+
+
+def stack_arity(layers: Sequence[Layer]) -> tuple[int, int]:
+  """`(n_in, n_out)` of running `layers` one after the other on the stack (Trax's arithmetic)."""
+  total, needed = 0, 0
+  for layer in layers:
+    total += layer.n_in
+    needed = max(needed, total)
+    total -= layer.n_out
+  return needed, needed - total
+
+
+def _as_layer(item: Any) -> Layer:
+  """`None`/`[]` is the identity, a list or tuple is a `Serial`, a layer is itself."""
+  if item is None or isinstance(item, (list, tuple)):
+    return Serial(item)
+  return item
+
+
+class Serial(Layer):
+  """Runs layers one after another; each pops its `n_in` items and pushes its `n_out` items.
+
+  `n_in`/`n_out` come from the running arithmetic over the sublayers. Nested lists of layers are
+  flattened and `Serial()` is the identity. Called at the top level with more items than it
+  needs, `Serial` passes the extra items through under its outputs (so `Serial(model, loss)`
+  can consume a whole `(inputs, targets, weights)` batch).
+
+  ```python
+  model = tl.Serial(tl.Dense(8), tl.Relu(), tl.Dense(2))
+  tl.Serial(tl.Dup(), tl.Dup()).n_out   # 3
+  ```
+  """
+
+  layers: tuple = ()
+
+  @staticmethod
+  def _trax_args(*layers, **fields):
+    return {**fields, "layers": tuple(flatten_layers([*layers, *fields.pop("layers", ())]))}
+
+  @property
+  def n_in(self) -> int:
+    return stack_arity(self.layers)[0] if self.layers else 1
+
+  @property
+  def n_out(self) -> int:
+    return stack_arity(self.layers)[1] if self.layers else 1
+
+  def _check_arity(self, items: tuple) -> tuple[tuple, tuple]:
+    top_level = not isinstance(self.parent, Layer)
+    if top_level and len(items) > self.n_in:
+      return items[: self.n_in], items[self.n_in :]
+    return super()._check_arity(items)
+
+  def forward(self, *items):
+    stack = list(items)
+    for layer in self.layers:
+      outputs = self.call_child(layer, stack[: layer.n_in])
+      stack = list(outputs) + stack[layer.n_in :]
+    return tuple(stack)
+
+
+class Parallel(Layer):
+  """Applies layers to consecutive spans of the stack and concatenates their outputs.
+
+  Layer `i` takes the next `layers[i].n_in` items. `None`/`[]` is an identity branch and a list
+  is a `Serial`.
+
+  ```python
+  tl.Parallel(tl.Dense(3), None)((x, y))   # (Dense(x), y)
+  ```
+  """
+
+  layers: tuple = ()
+
+  @staticmethod
+  def _trax_args(*layers, **fields):
+    return {**fields, "layers": tuple(_as_layer(x) for x in [*layers, *fields.pop("layers", ())])}
+
+  def __post_init__(self):
+    if len(self.layers) < 2:
+      raise ValueError(f"Parallel needs at least two sublayers, got {len(self.layers)}")
+    for i, layer in enumerate(self.layers):
+      if layer.n_in == 0:
+        raise ValueError(f"Parallel: sublayer {i} ({layer.header}) has n_in == 0")
+    super().__post_init__()
+
+  @property
+  def n_in(self) -> int:
+    return sum(layer.n_in for layer in self.layers)
+
+  @property
+  def n_out(self) -> int:
+    return sum(layer.n_out for layer in self.layers)
+
+  def forward(self, *items):
+    outputs, start = [], 0
+    for layer in self.layers:
+      outputs.extend(self.call_child(layer, items[start : start + layer.n_in]))
+      start += layer.n_in
+    return tuple(outputs)
+
+
+class Branch(Layer):
+  """Runs each layer on copies of the top of the stack and concatenates their outputs.
+
+  `n_in` is the largest of the branches' `n_in`; `n_out` is the sum of their `n_out`.
+
+  ```python
+  tl.Branch(tl.Add(), tl.Fn('Div', lambda x0, x1: x0 / 5))   # on ([1,2,3], [10,20,30]):
+                                                             # ([11,22,33], [0.2,0.4,0.6])
+  ```
+  """
+
+  layers: tuple = ()
+  _trax_args = Parallel._trax_args
+
+  def __post_init__(self):
+    if not self.layers:
+      raise ValueError("Branch needs at least one sublayer")
+    super().__post_init__()
+
+  @property
+  def n_in(self) -> int:
+    return max(layer.n_in for layer in self.layers)
+
+  @property
+  def n_out(self) -> int:
+    return sum(layer.n_out for layer in self.layers)
+
+  def forward(self, *items):
+    outputs = []
+    for layer in self.layers:
+      outputs.extend(self.call_child(layer, items[: layer.n_in]))
+    return tuple(outputs)
+
+
+class Select(Layer):
+  """Copies, reorders or drops stack items: output `i` is input `indices[i]`.
+
+  `n_in` defaults to `max(indices) + 1`.
+
+  ```python
+  tl.Select([0, 1, 1])((a, b))   # (a, b, b)
+  ```
+  """
+
+  indices: Sequence[int] = ()
+  n_in_: int | None = dataclasses.field(default=None, kw_only=True)
+
+  @staticmethod
+  def _trax_args(indices: Sequence[int] = (), n_in: int | None = None, **fields):
+    return {"n_in_": n_in, **fields, "indices": tuple(indices)}
+
+  def __post_init__(self):
+    if self.n_in_ is not None and self.indices and max(self.indices) >= self.n_in_:
+      raise ValueError(f"Select: index {max(self.indices)} is out of range for n_in={self.n_in_}")
+    super().__post_init__()
+
+  @property
+  def n_in(self) -> int:
+    if self.n_in_ is not None:
+      return self.n_in_
+    return max(self.indices) + 1 if self.indices else 0
+
+  @property
+  def n_out(self) -> int:
+    return len(self.indices)
+
+  @property
+  def default_label(self) -> str:
+    return f"Select[{','.join(str(i) for i in self.indices)}]"
+
+  def forward(self, *items):
+    return tuple(items[i] for i in self.indices)
+
+
+class Residual(Layer):
+  """Adds a shortcut around layers: `shortcut(x) + layers(x)`, the shortcut being the identity.
+
+  Extra outputs of the layers (beyond the first) stay on the stack under the sum.
+
+  ```python
+  tl.Residual(tl.LayerNorm(), tl.Dense(16), tl.Relu())
+  ```
+  """
+
+  layers: tuple = ()
+  shortcut: Layer | None = None
+  _trax_args = Serial._trax_args
+
+  def __post_init__(self):
+    if not self.layers:
+      raise ValueError("Residual needs at least one sublayer")
+    super().__post_init__()
+
+  def _arity(self) -> tuple[int, int]:
+    main_in, main_out = stack_arity(self.layers)
+    short_in, short_out = (1, 1) if self.shortcut is None else (
+        self.shortcut.n_in, self.shortcut.n_out)
+    return max(main_in, short_in), short_out + main_out - 1
+
+  @property
+  def n_in(self) -> int:
+    return self._arity()[0]
+
+  @property
+  def n_out(self) -> int:
+    return self._arity()[1]
+
+  def forward(self, *items):
+    main = list(items)
+    for layer in self.layers:
+      outputs = self.call_child(layer, main[: layer.n_in])
+      main = list(outputs) + main[layer.n_in :]
+    main_in, main_out = stack_arity(self.layers)
+    main = main[:main_out]
+    if self.shortcut is None:
+      short = [items[0]]
+    else:
+      short = list(self.call_child(self.shortcut, items[: self.shortcut.n_in]))
+    stacked = short + main
+    return (stacked[0] + stacked[1], *stacked[2:])
+
+
+class SerialWithSideOutputs(Layer):
+  """Like `Serial`, but the last `n_side_outputs` outputs of each layer go to the stack's bottom.
+
+  With 1-in/2-out layers: `x, s1 = l1(x); x, s2 = l2(x)` returns `(x, s1, s2)`.
+
+  ```python
+  tl.SerialWithSideOutputs([tl.Dup(), tl.Dup()])   # x -> (x, x, x)
+  ```
+  """
+
+  layers: Sequence[Layer] = ()
+  n_side_outputs: int = 1
+
+  def __post_init__(self):
+    object.__setattr__(self, "layers", tuple(self.layers))
+    size = self.n_in
+    for i, layer in enumerate(self.layers):
+      if layer.n_out < self.n_side_outputs:
+        raise ValueError(f"SerialWithSideOutputs: layer {i} ({layer.header}) has fewer than "
+                         f"n_side_outputs={self.n_side_outputs} outputs")
+      if layer.n_in > size:
+        raise ValueError(f"SerialWithSideOutputs: layer {i} ({layer.header}) needs "
+                         f"{layer.n_in} inputs, but only {size} are on the stack")
+      size += layer.n_out - layer.n_in
+    super().__post_init__()
+
+  @property
+  def n_in(self) -> int:
+    total, needed = 0, 0
+    for layer in self.layers:
+      total += layer.n_in
+      needed = max(needed, total)
+      total -= layer.n_out - self.n_side_outputs
+    return needed
+
+  @property
+  def n_out(self) -> int:
+    return self.n_in + sum(layer.n_out - layer.n_in for layer in self.layers)
+
+  def forward(self, *items):
+    stack = list(items)
+    for layer in self.layers:
+      outputs = self.call_child(layer, stack[: layer.n_in])
+      split = layer.n_out - self.n_side_outputs
+      stack = list(outputs[:split]) + stack[layer.n_in :] + list(outputs[split:])
+    return tuple(stack)
+
+
+# ------------------------------------------------------------------------------------------------
+# Stack manipulation and arithmetic
+# ------------------------------------------------------------------------------------------------
+
+
+class Fn(Layer):
+  """A layer from a pure function; `n_in` is the number of the function's positional arguments.
+
+  Functions with defaults, `*args` or `**kwargs` are refused: their arity would be ambiguous.
+
+  ```python
+  tl.Fn('Halve', lambda x: x / 2)
+  tl.Fn('SumAndDiff', lambda a, b: (a + b, a - b), n_out=2)
+  ```
+  """
+
+  fn_name: str = "Fn"
+  f: Callable | None = None
+  n_out_: int = dataclasses.field(default=1, kw_only=True)
+
+  @staticmethod
+  def _trax_args(name: str | None = None, f: Callable | None = None, n_out: int = 1, **fields):
+    if "fn_name" in fields:  # Linen's clone() passes the dataclass fields back by keyword
+      return {**fields, "name": name, "f": f}
+    return {**fields, "fn_name": name, "f": f, "n_out_": n_out}
+
+  def __post_init__(self):
+    if not callable(self.f):
+      raise ValueError(f"Fn {self.fn_name!r}: f must be callable, got {type(self.f).__name__}")
+    for parameter in inspect.signature(self.f).parameters.values():
+      if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        raise ValueError(f"Fn {self.fn_name!r}: f may not take *args or **kwargs "
+                         f"({parameter}); give every input its own positional argument")
+      if parameter.default is not parameter.empty:
+        raise ValueError(f"Fn {self.fn_name!r}: argument {parameter.name!r} has a default value; "
+                         "use functools.partial or a closure to fix it instead")
+      if parameter.kind is parameter.KEYWORD_ONLY:
+        raise ValueError(f"Fn {self.fn_name!r}: keyword-only argument {parameter.name!r}")
+    super().__post_init__()
+
+  @property
+  def n_in(self) -> int:
+    return len(inspect.signature(self.f).parameters)
+
+  @property
+  def n_out(self) -> int:
+    return self.n_out_
+
+  @property
+  def default_label(self) -> str:
+    return self.fn_name
+
+  def forward(self, *items):
+    return self.f(*items)
+
+
+def _fixed(label: str, n_in: int, n_out: int, fn: Callable, doc: str) -> type:
+  """Defines a parameter-free layer class with a fixed arity (Dup, Swap, Add, ...)."""
+
+  def forward(self, *items):
+    return fn(*items)
+
+  cls = type(label, (Layer,), {
+      "__module__": __name__, "__doc__": doc, "forward": forward,
+      "n_in": property(lambda self: n_in), "n_out": property(lambda self: n_out),
+      "__annotations__": {},
+  })
+  return cls
+
+
+Dup = _fixed("Dup", 1, 2, lambda x: (x, x), "Duplicates the top item: `x -> (x, x)`.")
+Swap = _fixed("Swap", 2, 2, lambda x0, x1: (x1, x0), "Swaps the top two items.")
+Drop = _fixed("Drop", 1, 0, lambda x: (), "Removes the top item.")
+Add = _fixed("Add", 2, 1, lambda x0, x1: x0 + x1, "Adds the top two items: `x0 + x1`.")
+SubtractTop = _fixed("SubtractTop", 2, 1, lambda x0, x1: x1 - x0,
+                     "Subtracts the top item from the second: `x1 - x0`.")
+Multiply = _fixed("Multiply", 2, 1, lambda x0, x1: x0 * x1, "Multiplies the top two items.")
+Gate = _fixed("Gate", 3, 1, lambda m, g, c: g * m + (1.0 - g) * c,
+              "Gated mix of `(memory, gate, candidate)`: `gate * memory + (1 - gate) * candidate`.")
+
+
+class Concatenate(Layer):
+  """Concatenates the top `n_items` items along `axis`.
+
+  ```python
+  tl.Concatenate()((jnp.ones((2, 3)), jnp.ones((2, 4))))   # shape (2, 7)
+  ```
+  """
+
+  n_items: int = 2
+  axis: int = -1
+
+  @property
+  def n_in(self) -> int:
+    return self.n_items
+
+  @property
+  def default_label(self) -> str:
+    return "Concatenate" if self.axis == -1 else f"Concatenate_axis{self.axis}"
+
+  def forward(self, *items):
+    return jnp.concatenate(items, axis=self.axis)
+
+
+class Split(Layer):
+  """Splits the top item into `n_items` equal parts along `axis`.
+
+  ```python
+  tl.Split()(jnp.ones((2, 8)))   # two arrays of shape (2, 4)
+  ```
+  """
+
+  n_items: int = 2
+  axis: int = -1
+
+  @property
+  def n_out(self) -> int:
+    return self.n_items
+
+  def forward(self, x):
+    if x.shape[self.axis] % self.n_items:
+      raise ValueError(f"cannot split axis {self.axis} of size {x.shape[self.axis]} into "
+                       f"{self.n_items} equal parts")
+    return tuple(jnp.split(x, self.n_items, axis=self.axis))
+
+
+__all__ = [
+    "Add", "Branch", "Concatenate", "Drop", "Dup", "Fn", "Gate", "LayerError", "Multiply",
+    "Parallel", "Residual", "Select", "Serial", "SerialWithSideOutputs", "Split", "SubtractTop",
+    "Swap", "stack_arity",
+]
