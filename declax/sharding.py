@@ -1,0 +1,293 @@
+"""One config from one CPU to a pod: meshes, logical-axis rules and sharded train state.
+
+The mesh always has the three axes `data`, `fsdp` and `tensor`; a config names their sizes
+(`{'data': -1, 'fsdp': 1, 'tensor': 1}`, -1 meaning "the rest of the devices"). Layers name their
+parameter dimensions logically (`embed`, `mlp`, `heads`, `kv`, `vocab`, ...) and the rules map
+those names onto mesh axes. Parameters without names fall back to FSDP: their largest dimension
+divisible by the `fsdp` axis is sharded over it.
+
+```python
+mesh = mesh_from_config({'data': 2, 'fsdp': 2, 'tensor': 2})
+rules = rules_from_config()                   # the defaults below
+state, shardings = create_sharded_state(init_fn, jax.random.key(0), mesh, rules)
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
+DEFAULT_RULES = (
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", "tensor"),
+    ("vocab", "tensor"),
+)
+# Unnamed tensors smaller than this many elements stay replicated under the FSDP fallback:
+# sharding them saves little memory and costs a collective per use.
+FSDP_MIN_SIZE = 2**12
+
+log = logging.getLogger(__name__)
+
+
+class ShardingError(ValueError):
+  """A mesh, rule or batch that does not fit the devices; the message names the config key."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Mesh and rules
+# ------------------------------------------------------------------------------------------------
+
+
+def mesh_from_config(mesh: Mapping[str, int] | None = None,
+                     devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a `Mesh('data', 'fsdp', 'tensor')` from `config.mesh` (Auto axes, for Linen).
+
+  ```python
+  mesh_from_config({'data': -1})                 # all devices on data
+  mesh_from_config({'fsdp': 4, 'tensor': 2})     # data is 1 (missing axes default to 1)
+  ```
+  """
+  sizes = dict(mesh if mesh is not None else DEFAULT_MESH)
+  unknown = sorted(set(sizes) - set(MESH_AXES))
+  if unknown:
+    raise ShardingError(f"config.mesh: unknown axis {unknown}; the mesh axes are {MESH_AXES}")
+  devices = list(jax.devices() if devices is None else devices)
+  full = {axis: int(sizes.get(axis, 1)) for axis in MESH_AXES}
+  free = [axis for axis, size in full.items() if size == -1]
+  if len(free) > 1:
+    raise ShardingError(f"config.mesh {sizes}: only one axis may be -1, got {free}")
+  bad = {axis: size for axis, size in full.items() if size == 0 or size < -1}
+  if bad:
+    raise ShardingError(f"config.mesh {sizes}: axis sizes must be positive or -1, got {bad}")
+  fixed = math.prod(size for size in full.values() if size != -1)
+  if free:
+    if len(devices) % fixed:
+      raise ShardingError(f"config.mesh {sizes}: the fixed axes need a multiple of {fixed} "
+                          f"devices, but {len(devices)} are available")
+    full[free[0]] = len(devices) // fixed
+  if math.prod(full.values()) != len(devices):
+    raise ShardingError(f"config.mesh {sizes}: data*fsdp*tensor = {math.prod(full.values())}, "
+                        f"but {len(devices)} devices are available (set one axis to -1 to use "
+                        "the rest)")
+  shape = tuple(full[axis] for axis in MESH_AXES)
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def rules_from_config(rules: Mapping[str, Any] | Sequence[tuple] | None = None) -> tuple:
+  """Logical-axis rules: the defaults, overridden name by name by `config.sharding_rules`.
+
+  A rule maps a logical name to a mesh axis, a tuple of mesh axes, or None (replicated).
+  """
+  merged = dict(DEFAULT_RULES)
+  items = rules.items() if isinstance(rules, Mapping) else (rules or ())
+  for name, axes in items:
+    targets = axes if isinstance(axes, (tuple, list)) else (axes,)
+    unknown = [a for a in targets if a is not None and a not in MESH_AXES]
+    if unknown:
+      raise ShardingError(f"config.sharding_rules[{name!r}]: unknown mesh axis {unknown}; "
+                          f"the mesh axes are {MESH_AXES}")
+    merged[name] = tuple(axes) if isinstance(axes, list) else axes
+  return tuple(merged.items())
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh, rules: Sequence[tuple]) -> Iterator[None]:
+  """Activates the mesh AND the rules: logical constraints are silently dropped without both."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameter and state shardings
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_box(x: Any) -> bool:
+  return isinstance(x, nn.Partitioned)
+
+
+def _path_str(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _axis_size(mesh: Mesh, axes: Any) -> int:
+  if axes is None:
+    return 1
+  axes = axes if isinstance(axes, tuple) else (axes,)
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def _fsdp_fallback(shape: tuple, mesh: Mesh, min_size: int) -> P:
+  fsdp = mesh.shape["fsdp"]
+  if fsdp == 1 or math.prod(shape) < min_size:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[dim] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def leaf_spec(leaf: Any, mesh: Mesh, rules: Sequence[tuple], path: str = "",
+              min_size: int = FSDP_MIN_SIZE) -> P:
+  """The mesh `PartitionSpec` of one (possibly boxed) parameter or state leaf.
+
+  Named dimensions follow the rules; a dimension whose size the mesh axes don't divide is
+  replicated with a warning; unnamed leaves use the FSDP fallback.
+  """
+  value = leaf.value if _is_box(leaf) else leaf
+  shape = tuple(np.shape(value))
+  if not _is_box(leaf) or len(leaf.names) != len(shape):
+    return _fsdp_fallback(shape, mesh, min_size)
+  spec = list(nn.logical_to_mesh_axes(leaf.names, rules))
+  for dim, axes in enumerate(spec):
+    size = _axis_size(mesh, axes)
+    if size > 1 and shape[dim] % size:
+      log.warning("declax.sharding: %s dim %d of size %d is not divisible by mesh axes %s "
+                  "(size %d); replicating that dimension", path or "parameter", dim, shape[dim],
+                  axes, size)
+      spec[dim] = None
+  return P(*spec)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Sequence[tuple],
+                    min_size: int = FSDP_MIN_SIZE) -> Any:
+  """NamedShardings for every leaf of a (boxed) state pytree, in the unboxed tree's structure."""
+  def one(path, leaf):
+    return NamedSharding(mesh, leaf_spec(leaf, mesh, rules, _path_str(path), min_size))
+
+  return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=_is_box)
+
+
+def create_sharded_state(init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh,
+                         rules: Sequence[tuple]) -> tuple[Any, Any]:
+  """Creates the train state directly sharded: it is never materialised whole on one device.
+
+  `init_fn(rng)` returns the state pytree, possibly with Linen's `Partitioned` boxes. Returns
+  the unboxed state, placed with its shardings, and the sharding pytree.
+  """
+  with mesh_context(mesh, rules):
+    abstract = jax.eval_shape(init_fn, rng)
+    shardings = state_shardings(abstract, mesh, rules)
+    state = jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
+  """`ShapeDtypeStruct`s that carry shardings: an Orbax restore target that reshards on load."""
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=s),
+      nn.unbox(abstract_state), shardings)
+
+
+# ------------------------------------------------------------------------------------------------
+# Batches
+# ------------------------------------------------------------------------------------------------
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Rows of a batch are split over `data` x `fsdp`; `tensor` devices see the same rows."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  """Raises `ShardingError` unless the batch splits evenly over data x fsdp."""
+  ways = _axis_size(mesh, BATCH_AXES)
+  if global_batch_size % ways:
+    raise ShardingError(f"config.train.batch_size={global_batch_size} is not divisible by the "
+                        f"mesh's data*fsdp = {ways} (mesh {dict(mesh.shape)})")
+
+
+def shard_batch(batch: Sequence[Any], mesh: Mesh) -> tuple:
+  """Places this process's rows of a batch tuple as global arrays sharded over data x fsdp.
+
+  Every process passes its own rows; the global batch is their concatenation in process order.
+  """
+  sharding = batch_sharding(mesh)
+  placed = []
+  for item in batch:
+    local = np.asarray(item)
+    if local.ndim == 0:
+      raise ShardingError(f"shard_batch: batch items need a leading batch axis, got a scalar")
+    check_batch_size(local.shape[0] * jax.process_count(), mesh)
+    placed.append(jax.make_array_from_process_local_data(sharding, local))
+  return tuple(placed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Seeing it
+# ------------------------------------------------------------------------------------------------
+
+
+def sharding_table(params: Any, mesh: Mesh, rules: Sequence[tuple] | None = None) -> str:
+  """Per-parameter `PartitionSpec`, total bytes and bytes per device under `mesh` and `rules`."""
+  rules = rules_from_config() if rules is None else rules
+  rows = [("parameter", "shape", "spec", "bytes", "bytes/device")]
+  total = per_device = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_box)[0]:
+    value = leaf.value if _is_box(leaf) else leaf
+    shape, itemsize = tuple(np.shape(value)), np.dtype(value.dtype).itemsize
+    spec = leaf_spec(leaf, mesh, rules, _path_str(path))
+    shard = NamedSharding(mesh, spec).shard_shape(shape)
+    size, shard_size = math.prod(shape) * itemsize, math.prod(shard) * itemsize
+    total, per_device = total + size, per_device + shard_size
+    rows.append((_path_str(path), str(shape), str(spec), f"{size:,}", f"{shard_size:,}"))
+  rows.append(("total", "", "", f"{total:,}", f"{per_device:,}"))
+  widths = [max(len(r[i]) for r in rows) for i in range(5)]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return f"Sharding over mesh {dict(mesh.shape)}:\n" + "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hosts
+# ------------------------------------------------------------------------------------------------
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           initialization_timeout: int = 300) -> None:
+  """Starts `jax.distributed` before anything else touches JAX.
+
+  With no arguments JAX auto-detects the cluster where it can (TPU VMs, SLURM, ...). Must run
+  before the first JAX computation. A peer that never arrives makes JAX abort the process
+  (SIGABRT) after `initialization_timeout` seconds.
+  """
+  kwargs = {"initialization_timeout": initialization_timeout}
+  if coordinator_address is not None:
+    kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
+                  process_id=process_id)
+  jax.distributed.initialize(**kwargs)
+  log.info("jax.distributed: process %d of %d, %d local / %d global devices",
+           jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+__all__ = [
+    "BATCH_AXES", "DEFAULT_MESH", "DEFAULT_RULES", "MESH_AXES", "ShardingError",
+    "abstract_with_shardings", "batch_sharding", "check_batch_size", "create_sharded_state",
+    "initialize_distributed", "leaf_spec", "mesh_context", "mesh_from_config", "replicated",
+    "rules_from_config", "shard_batch", "sharding_table", "state_shardings",
+]
