@@ -231,7 +231,7 @@ def shard_batch(batch: Sequence[Any], mesh: Mesh) -> tuple:
   for item in batch:
     local = np.asarray(item)
     if local.ndim == 0:
-      raise ShardingError(f"shard_batch: batch items need a leading batch axis, got a scalar")
+      raise ShardingError("shard_batch: batch items need a leading batch axis, got a scalar")
     check_batch_size(local.shape[0] * jax.process_count(), mesh)
     placed.append(jax.make_array_from_process_local_data(sharding, local))
   return tuple(placed)
