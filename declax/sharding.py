@@ -27,6 +27,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from declax.text_table import format_table
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
@@ -245,7 +247,7 @@ def shard_batch(batch: Sequence[Any], mesh: Mesh) -> tuple:
 def sharding_table(params: Any, mesh: Mesh, rules: Sequence[tuple] | None = None) -> str:
   """Per-parameter `PartitionSpec`, total bytes and bytes per device under `mesh` and `rules`."""
   rules = rules_from_config() if rules is None else rules
-  rows = [("parameter", "shape", "spec", "bytes", "bytes/device")]
+  rows = []
   total = per_device = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_box)[0]:
     value = leaf.value if _is_box(leaf) else leaf
@@ -256,10 +258,8 @@ def sharding_table(params: Any, mesh: Mesh, rules: Sequence[tuple] | None = None
     total, per_device = total + size, per_device + shard_size
     rows.append((_path_str(path), str(shape), str(spec), f"{size:,}", f"{shard_size:,}"))
   rows.append(("total", "", "", f"{total:,}", f"{per_device:,}"))
-  widths = [max(len(r[i]) for r in rows) for i in range(5)]
-  lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  return f"Sharding over mesh {dict(mesh.shape)}:\n" + "\n".join(lines)
+  table = format_table(("parameter", "shape", "spec", "bytes", "bytes/device"), rows)
+  return f"Sharding over mesh {dict(mesh.shape)}:\n{table}"
 
 
 # ------------------------------------------------------------------------------------------------

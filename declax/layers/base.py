@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from declax.text_table import format_table
+
 MODES = ("train", "eval", "predict")
 
 _FLAX_DIR = os.path.dirname(os.path.dirname(nn.__file__))
@@ -413,8 +415,6 @@ def summary(model: nn.Module, x: Any, *, rngs: Any = None, mesh: Any = None,
   variables = jax.eval_shape(init, x)
   params = nn.unbox(variables.get("params", {}))
   seen = set()
-  lines = []
-  header = ("path", "layer", "n_in->n_out", "outputs", "params")
   table = []
   for path, head, arity, outputs in rows:
     if path in seen:  # a shared layer is listed once
@@ -424,11 +424,8 @@ def summary(model: nn.Module, x: Any, *, rngs: Any = None, mesh: Any = None,
     for part in ([] if path == "(root)" else path.split("/")):
       subtree = subtree.get(part, {}) if isinstance(subtree, dict) else {}
     table.append((path, head, arity, outputs, f"{_param_count(subtree):,}"))
-  widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
-  for row in [header, *table]:
-    lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  lines.append(f"Total parameters: {_param_count(params):,}")
+  lines = [format_table(("path", "layer", "n_in->n_out", "outputs", "params"), table),
+           f"Total parameters: {_param_count(params):,}"]
   if mesh is not None:
     from declax.sharding import sharding_table  # late import: sharding needs a mesh anyway
 
