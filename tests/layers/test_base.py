@@ -1,4 +1,4 @@
-"""The Layer base: printing, LayerError chains, summary, with_mode, and a stack-simulator property."""
+"""The Layer base: printing, LayerError chains, summary, with_mode, a stack-simulator property."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Stack semantics of the combinators, on concrete values (Trax's own examples where it has them)."""
+"""Stack semantics of the combinators on concrete values (Trax's own examples where it has them)."""
 
 import flax.linen as nn
 import jax
