@@ -79,9 +79,9 @@ class _MultiHeadAttention(Layer):
   use_bias: bool = _kw(True)
   dtype: Any = _kw(None)
   param_dtype: Any = _kw(jnp.float32)
-  qkv_kernel_init: Callable = _kw(nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)))
-  out_kernel_init: Callable = _kw(nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2))
-  bias_init: Callable = _kw(nn.initializers.zeros)
+  qkv_kernel_initializer: Callable = _kw(nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)))
+  out_kernel_initializer: Callable = _kw(nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2))
+  bias_initializer: Callable = _kw(nn.initializers.zeros)
   qkv_kernel_axes: tuple | None = _kw(("embed", "heads", "kv"))
   qkv_bias_axes: tuple | None = _kw(("heads", "kv"))
   out_kernel_axes: tuple | None = _kw(("heads", "kv", "embed"))
@@ -113,11 +113,11 @@ class _MultiHeadAttention(Layer):
   def _project(self, x: jax.Array, name: str) -> jax.Array:
     """`x @ {name}_kernel + {name}_bias` as `(batch, length, heads, d_head)`."""
     shape = (self.d_feature, self.n_heads, self.d_head)
-    kernel = self.param(f"{name}_kernel", param_init(self.qkv_kernel_init, self.qkv_kernel_axes),
-                        shape, self.param_dtype)
+    initializer = param_init(self.qkv_kernel_initializer, self.qkv_kernel_axes)
+    kernel = self.param(f"{name}_kernel", initializer, shape, self.param_dtype)
     bias = None
     if self.use_bias:
-      bias = self.param(f"{name}_bias", param_init(self.bias_init, self.qkv_bias_axes),
+      bias = self.param(f"{name}_bias", param_init(self.bias_initializer, self.qkv_bias_axes),
                         shape[1:], self.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = jnp.einsum("btd,dnh->btnh", x, kernel)
@@ -128,11 +128,11 @@ class _MultiHeadAttention(Layer):
   def _output(self, y: jax.Array) -> jax.Array:
     """Merges the heads of `(batch, length, heads, d_head)` back to `(batch, length, d_feature)`."""
     shape = (self.n_heads, self.d_head, self.d_feature)
-    kernel = self.param("out_kernel", param_init(self.out_kernel_init, self.out_kernel_axes),
+    kernel = self.param("out_kernel", param_init(self.out_kernel_initializer, self.out_kernel_axes),
                         shape, self.param_dtype)
     bias = None
     if self.use_bias:
-      bias = self.param("out_bias", param_init(self.bias_init, self.out_bias_axes),
+      bias = self.param("out_bias", param_init(self.bias_initializer, self.out_bias_axes),
                         shape[-1:], self.param_dtype)
     y, kernel, bias = nn.dtypes.promote_dtype(y, kernel, bias, dtype=self.dtype)
     out = jnp.einsum("btnh,nhd->btd", y, kernel)

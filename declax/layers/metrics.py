@@ -1,1 +1,222 @@
-__all__ = []
+"""Loss and metric layers: `(model_output, targets[, weights]) -> scalar`, as in Trax.
+
+Each layer reduces a batch to one float32 scalar (inputs in bfloat16 are upcast first).
+Weighted layers take `weights` that broadcast to the shape of `targets` and return
+`sum(values * weights) / sum(weights)` (NaN when every weight is zero, as in Trax).
+
+```python
+model_with_loss = tl.Serial(model, tl.WeightedCategoryCrossEntropy())
+loss = model_with_loss.apply(variables, (inputs, targets, weights))
+```
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from declax.layers.base import Layer, describe
+from declax.layers.core import ArgMax
+
+
+def _float(x):
+  return jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))
+
+
+def _check_categorical(model_output, targets) -> None:
+  """`model_output (..., n_classes)` against integer `targets (...)`."""
+  if jnp.ndim(model_output) == 0 or jnp.shape(targets) != jnp.shape(model_output)[:-1]:
+    raise ValueError(f"targets {describe([targets])} must have the shape of model_output "
+                     f"{describe([model_output])} without its last (class) axis, i.e. "
+                     f"{tuple(jnp.shape(model_output)[:-1])}")
+  if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
+    raise TypeError(f"targets must be integer class ids, got {describe([targets])}")
+
+
+def _check_same_shape(model_output, targets) -> None:
+  if jnp.shape(model_output) != jnp.shape(targets):
+    raise ValueError(f"model_output {describe([model_output])} and targets "
+                     f"{describe([targets])} must have the same shape")
+
+
+def _weighted_mean(values, targets, weights):
+  """`sum(values * weights) / sum(weights)`, weights broadcast to the targets' shape."""
+  shape = jnp.shape(targets)
+  try:
+    weights = jnp.broadcast_to(_float(weights), shape)
+  except ValueError:
+    raise ValueError(f"weights {describe([weights])} do not broadcast to the targets' shape "
+                     f"{describe([targets])}") from None
+  return jnp.sum(values * weights) / jnp.sum(weights)
+
+
+def _category_cross_entropy(model_output, targets, label_smoothing):
+  _check_categorical(model_output, targets)
+  logits = _float(model_output)
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  n_classes = logits.shape[-1]
+  labels = optax.smooth_labels(jax.nn.one_hot(targets, n_classes), label_smoothing)
+  return optax.softmax_cross_entropy(logits, labels)
+
+
+class _Metric(Layer):
+  """Base of metric layers: `n_in` from the class, a 0-d float32 output."""
+
+  _n_in = 2
+
+  @property
+  def n_in(self) -> int:
+    return self._n_in
+
+
+class _Smoothed(_Metric):
+  label_smoothing: float | None = None
+
+  def __post_init__(self):
+    if self.label_smoothing is not None and not 0.0 <= self.label_smoothing <= 1.0:
+      raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0, 1], got "
+                       f"{self.label_smoothing}")
+    super().__post_init__()
+
+
+class CategoryCrossEntropy(_Smoothed):
+  """Mean cross-entropy of logits `(..., n)` against integer targets `(...)`.
+
+  With `label_smoothing=e` the target distribution is `(1 - e) * one_hot + e / n`.
+
+  ```python
+  tl.CategoryCrossEntropy().apply({}, (logits, targets))   # scalar, float32
+  ```
+  """
+
+  def forward(self, model_output, targets):
+    return jnp.mean(_category_cross_entropy(model_output, targets, self.label_smoothing))
+
+
+class WeightedCategoryCrossEntropy(_Smoothed):
+  """Like `CategoryCrossEntropy`, averaged with `weights` (broadcast to the targets' shape).
+
+  ```python
+  tl.WeightedCategoryCrossEntropy().apply({}, (logits, targets, mask))
+  ```
+  """
+
+  _n_in = 3
+
+  def forward(self, model_output, targets, weights):
+    values = _category_cross_entropy(model_output, targets, self.label_smoothing)
+    return _weighted_mean(values, targets, weights)
+
+
+class CrossEntropyLoss(_Metric):
+  """Weighted mean of `-model_output[target]`, where `model_output` are log-probabilities
+  (e.g. after `LogSoftmax`) — Trax 1.4's `CrossEntropyLoss`.
+
+  ```python
+  loss = tl.Serial(tl.LogSoftmax(), tl.CrossEntropyLoss())   # on (logits, targets, weights)
+  ```
+  """
+
+  _n_in = 3
+
+  def forward(self, model_output, targets, weights):
+    _check_categorical(model_output, targets)
+    log_probs = _float(model_output)
+    values = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return _weighted_mean(values, targets, weights)
+
+
+def _accuracy_values(model_output, targets):
+  _check_categorical(model_output, targets)
+  return (jnp.argmax(model_output, axis=-1) == targets).astype(jnp.float32)
+
+
+class CategoryAccuracy(_Metric):
+  """Fraction of items whose argmax over the last axis equals the integer target.
+
+  ```python
+  tl.CategoryAccuracy().apply({}, (logits, targets))
+  ```
+  """
+
+  def forward(self, model_output, targets):
+    return jnp.mean(_accuracy_values(model_output, targets))
+
+
+class WeightedCategoryAccuracy(_Metric):
+  """Weighted fraction of correct argmax predictions: `(model_output, targets, weights)`."""
+
+  _n_in = 3
+
+  def forward(self, model_output, targets, weights):
+    return _weighted_mean(_accuracy_values(model_output, targets), targets, weights)
+
+
+class Accuracy(_Metric):
+  """Weighted accuracy of `classifier(model_output)` (default `ArgMax()`) against targets.
+
+  ```python
+  tl.Accuracy().apply({}, (logits, targets, weights))
+  tl.Accuracy(classifier=tl.Fn('Threshold', lambda x: (x[..., 0] > 0).astype(jnp.int32)))
+  ```
+  """
+
+  classifier: Layer | None = None
+  _n_in = 3
+
+  @staticmethod
+  def _trax_args(classifier: Layer | None = None, **fields):
+    return {**fields, "classifier": ArgMax() if classifier is None else classifier}
+
+  @property
+  def sublayers(self) -> tuple:
+    return ()  # printed as `Accuracy_in3`, as in Trax
+
+  def forward(self, model_output, targets, weights):
+    (predictions,) = self.call_child(self.classifier, [model_output])
+    _check_same_shape(predictions, targets)
+    return _weighted_mean((predictions == targets).astype(jnp.float32), targets, weights)
+
+
+class BinaryCrossEntropyLoss(_Metric):
+  """Weighted mean binary cross-entropy of logits against 0/1 targets.
+
+  `model_output` has the targets' shape, or that shape plus a trailing axis of size 1.
+
+  ```python
+  tl.BinaryCrossEntropyLoss().apply({}, (logits, labels, weights))
+  ```
+  """
+
+  _n_in = 3
+
+  def forward(self, model_output, targets, weights):
+    if jnp.shape(model_output) == jnp.shape(targets) + (1,):
+      model_output = model_output[..., 0]
+    _check_same_shape(model_output, targets)
+    values = optax.sigmoid_binary_cross_entropy(_float(model_output), _float(targets))
+    return _weighted_mean(values, targets, weights)
+
+
+class L2Loss(_Metric):
+  """Weighted mean squared error: `sum(weights * (model_output - targets)**2) / sum(weights)`.
+
+  ```python
+  tl.L2Loss().apply({}, (predictions, targets, jnp.ones_like(targets)))
+  ```
+  """
+
+  _n_in = 3
+
+  def forward(self, model_output, targets, weights):
+    _check_same_shape(model_output, targets)
+    return _weighted_mean(optax.squared_error(_float(model_output), _float(targets)), targets,
+                          weights)
+
+
+__all__ = [
+    "Accuracy", "BinaryCrossEntropyLoss", "CategoryAccuracy", "CategoryCrossEntropy",
+    "CrossEntropyLoss", "L2Loss", "WeightedCategoryAccuracy", "WeightedCategoryCrossEntropy",
+]

@@ -1,1 +1,165 @@
-__all__ = []
+"""Normalization layers: `LayerNorm` and `BatchNorm` (Trax's arguments, Flax's variable names).
+
+Statistics are always computed in float32 (or wider), whatever the input dtype; the result is
+cast to `dtype` (None: the promotion of the input and float32 parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from declax.layers.base import Layer, describe, param_init
+from declax.layers.core import stored_param_shape
+
+
+def _fit_axes(names: Sequence[str | None] | None, rank: int) -> tuple | None:
+  """Logical names for a parameter of `rank` axes: the names apply to its trailing axes."""
+  if names is None:
+    return None
+  names = tuple(names)[-rank:] if rank else ()
+  return (None,) * (rank - len(names)) + names
+
+
+def _stats_dtype(x) -> Any:
+  return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+class LayerNorm(Layer):
+  """Normalises the last axis to zero mean and unit variance, then scales and shifts it.
+
+  `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, with learned `scale` (ones) and `bias`
+  (zeros) of shape `(d,)` and logical axes `param_axes` (default `('embed',)`). `center=False`
+  drops the bias, `scale=False` the scale.
+
+  ```python
+  layer = tl.LayerNorm()
+  variables = layer.init(key, jnp.ones((2, 8)))   # params: {'scale': (8,), 'bias': (8,)}
+  ```
+  """
+
+  epsilon: float = 1e-6
+  center: bool = True
+  scale: bool = True
+  param_axes: Sequence[str | None] | None = ("embed",)
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def forward(self, x):
+    if jnp.ndim(x) == 0:
+      raise ValueError(f"expects inputs of shape (..., d), got a scalar {describe([x])}")
+    d = x.shape[-1]
+    for name in ("scale", "bias"):
+      stored = stored_param_shape(self, name)
+      if stored is not None and stored != (d,):
+        raise ValueError(f"input {describe([x])} has {d} features on its last axis, but the "
+                         f"'{name}' parameter has shape {stored}")
+    params = _affine_params(self, (d,), self.param_axes)
+    xf = x.astype(_stats_dtype(x))
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    return _normalize(self, x, xf - mean, var, *params)
+
+
+def _affine_params(layer: Layer, shape: tuple, axes: Sequence[str | None] | None) -> tuple:
+  axes = _fit_axes(axes, len(shape))
+  scale = bias = None
+  if layer.scale:
+    scale = layer.param("scale", param_init(nn.initializers.ones, axes), shape, layer.param_dtype)
+  if layer.center:
+    bias = layer.param("bias", param_init(nn.initializers.zeros, axes), shape, layer.param_dtype)
+  return scale, bias
+
+
+def _normalize(layer: Layer, x, centered, var, scale, bias, broadcast=lambda p: p):
+  """`centered * rsqrt(var + eps) * scale + bias`, in float32, cast to the output dtype."""
+  out_dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=layer.dtype)
+  multiplier = lax.rsqrt(var + layer.epsilon)
+  if scale is not None:
+    multiplier = multiplier * broadcast(scale)
+  y = centered * multiplier
+  if bias is not None:
+    y = y + broadcast(bias)
+  return y.astype(out_dtype)
+
+
+class BatchNorm(Layer):
+  """Normalises over the batch (and other) axes `axis`, Trax's way: `axis=(0, 1, 2)` for NHWC.
+
+  Parameters `scale`/`bias` and statistics have the shape of the axes *not* in `axis` (e.g.
+  `(C,)` for NHWC); `param_axes` name their trailing axes (default `('embed',)`). In `'train'`
+  mode the batch statistics are used, and the running ones in the `'batch_stats'` collection
+  (`mean`, zeros; `var`, ones) become `momentum * running + (1 - momentum) * batch` when that
+  collection is mutable (never during `init`). In `'eval'`/`'predict'` mode the running
+  statistics are used.
+
+  ```python
+  model = tl.Serial(tl.Conv(8, (3, 3)), tl.BatchNorm(), tl.Relu())
+  variables = model.init(key, images)               # {'params': ..., 'batch_stats': ...}
+  y, updates = model.apply(variables, images, mutable=['batch_stats'])
+  tl.with_mode(model, 'eval').apply({**variables, **updates}, images)
+  ```
+  """
+
+  axis: Sequence[int] = (0, 1, 2)
+  epsilon: float = 1e-5
+  center: bool = True
+  scale: bool = True
+  momentum: float = 0.999
+  mode: str = "train"
+  param_axes: Sequence[str | None] | None = ("embed",)
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    axis = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
+    object.__setattr__(self, "axis", axis)
+    if not axis or len(set(axis)) != len(axis):
+      raise ValueError(f"BatchNorm: axis must be distinct axes to normalise over, got {axis}")
+    super().__post_init__()
+
+  @nn.compact
+  def forward(self, x):
+    rank = jnp.ndim(x)
+    if any(not -rank <= a < rank for a in self.axis):
+      raise ValueError(f"BatchNorm(axis={self.axis}) normalises over axes that an input of rank "
+                       f"{rank} ({describe([x])}) does not have")
+    reduced = tuple(sorted(a % rank for a in self.axis))
+    if len(set(reduced)) != len(reduced):
+      raise ValueError(f"BatchNorm: axis={self.axis} names the same axis twice for rank {rank}")
+    kept = tuple(d for i, d in enumerate(x.shape) if i not in reduced)
+    for name in ("scale", "bias"):
+      stored = stored_param_shape(self, name)
+      if stored is not None and stored != kept:
+        raise ValueError(f"input {describe([x])} normalised over axes {reduced} leaves "
+                         f"features of shape {kept}, but '{name}' has shape {stored}")
+    params = _affine_params(self, kept, self.param_axes)
+    stats_dtype = jnp.float32
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, kept, stats_dtype)
+    running_var = self.variable("batch_stats", "var", jnp.ones, kept, stats_dtype)
+    if running_mean.value.shape != kept:
+      raise ValueError(f"input {describe([x])} leaves features of shape {kept}, but the running "
+                       f"statistics have shape {running_mean.value.shape}")
+
+    def broadcast(value):  # (kept...) -> rank of x, with 1s on the reduced axes
+      return jnp.expand_dims(value, reduced)
+
+    xf = x.astype(_stats_dtype(x))
+    if self.mode == "train":
+      mean = jnp.mean(xf, axis=reduced)
+      var = jnp.mean(jnp.square(xf - broadcast(mean)), axis=reduced)
+      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+        m = self.momentum
+        running_mean.value = m * running_mean.value + (1.0 - m) * mean.astype(stats_dtype)
+        running_var.value = m * running_var.value + (1.0 - m) * var.astype(stats_dtype)
+    else:
+      mean, var = running_mean.value, running_var.value
+    return _normalize(self, x, xf - broadcast(mean), broadcast(var), *params, broadcast=broadcast)
+
+
+__all__ = ["BatchNorm", "LayerNorm"]

@@ -71,9 +71,9 @@ class _Recurrent(Layer):
   forget_bias: float | None = _kw(None)
   dtype: Any = _kw(None)
   param_dtype: Any = _kw(jnp.float32)
-  kernel_init: Callable = _kw(nn.initializers.glorot_uniform())
-  recurrent_kernel_init: Callable = _kw(nn.initializers.orthogonal())
-  bias_init: Callable = _kw(nn.initializers.zeros)
+  kernel_initializer: Callable = _kw(nn.initializers.glorot_uniform())
+  recurrent_kernel_initializer: Callable = _kw(nn.initializers.orthogonal())
+  bias_initializer: Callable = _kw(nn.initializers.zeros)
   kernel_axes: tuple | None = _kw(("embed", "mlp"))
   recurrent_kernel_axes: tuple | None = _kw(("embed", "mlp"))
   bias_axes: tuple | None = _kw(("mlp",))
@@ -89,7 +89,7 @@ class _Recurrent(Layer):
     return self._state_factor * self.n_units
 
   def _bias_init(self, key, shape, dtype):
-    bias = self.bias_init(key, shape, dtype)
+    bias = self.bias_initializer(key, shape, dtype)
     forget_bias = self._default_forget_bias if self.forget_bias is None else self.forget_bias
     start = self._forget_gate * self.n_units
     return bias.at[start : start + self.n_units].add(jnp.asarray(forget_bias, dtype))
@@ -102,11 +102,11 @@ class _Recurrent(Layer):
         raise ValueError(f"input has {d_input} features, but input_kernel has shape {stored} "
                          f"(built for {stored[0]} features)")
     width = self._n_gates * self.n_units
-    input_kernel = self.param("input_kernel", param_init(self.kernel_init, self.kernel_axes),
+    input_kernel = self.param("input_kernel", param_init(self.kernel_initializer, self.kernel_axes),
                               (d_input, width), self.param_dtype)
-    recurrent_kernel = self.param(
-        "recurrent_kernel", param_init(self.recurrent_kernel_init, self.recurrent_kernel_axes),
-        (self.n_units, width), self.param_dtype)
+    initializer = param_init(self.recurrent_kernel_initializer, self.recurrent_kernel_axes)
+    recurrent_kernel = self.param("recurrent_kernel", initializer, (self.n_units, width),
+                                  self.param_dtype)
     bias = self.param("bias", param_init(self._bias_init, self.bias_axes), (width,),
                       self.param_dtype)
     return input_kernel, recurrent_kernel, bias
