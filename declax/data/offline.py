@@ -28,7 +28,9 @@ class DatasetUnavailableError(RuntimeError):
     """A dataset is not prepared locally and cannot be obtained (offline, files missing, ...)."""
 
 
-def unavailable_error(name: str, reason: str, data_dir: str | None = None) -> DatasetUnavailableError:
+def unavailable_error(
+    name: str, reason: str, data_dir: str | None = None
+) -> DatasetUnavailableError:
     """Builds the error raised for an unobtainable dataset; lists the offline datasets to use."""
     from declax.data.registry import local_dataset_names  # registry imports builders: keep lazy
 
@@ -68,14 +70,13 @@ def unresolvable_hosts(hosts: Iterable[str], timeout: float = DNS_TIMEOUT_S) -> 
     return [h for h in hosts if not ok.get(h, False)]
 
 
-def builder_hosts(builder: tfds.core.DatasetBuilder) -> list[str]:
-    """The hosts a builder downloads from (its registered `url_infos`), else `FALLBACK_HOSTS`."""
+def declared_hosts(builder: tfds.core.DatasetBuilder) -> list[str]:
+    """The hosts in a builder's registered `url_infos` (none for most custom builders)."""
     try:
         urls = list(builder.url_infos or ())
     except Exception:  # noqa: BLE001 - a broken checksums file must not hide the real problem
         urls = []
-    hosts = {urllib.parse.urlparse(u).hostname for u in urls} - {None}
-    return sorted(hosts) or list(FALLBACK_HOSTS)
+    return sorted({urllib.parse.urlparse(u).hostname for u in urls} - {None})
 
 
 @contextlib.contextmanager
@@ -92,29 +93,33 @@ def fewer_download_retries(retries: int = DOWNLOAD_RETRIES) -> Iterator[None]:
 
 
 def download_and_prepare_or_explain(
-    builder: tfds.core.DatasetBuilder, name: str, hosts: Sequence[str] | None = None
+    builder: tfds.core.DatasetBuilder,
+    name: str,
+    hosts: Sequence[str] | None = None,
+    file_format: str = "array_record",
 ) -> None:
-    """Prepares a (download-based) builder as array_record, or raises `DatasetUnavailableError`.
+    """Prepares a builder in `file_format`, or raises `DatasetUnavailableError`.
 
-    Checks DNS for `hosts` (default: `builder_hosts(builder)`) first, then downloads with fewer
-    retries; a connection error during the download is reported the same way.
+    Checks DNS for `hosts` first (default: `declared_hosts(builder)`, else `FALLBACK_HOSTS`; pass
+    `[]` to skip), then downloads with fewer retries; a connection error during the download is
+    reported the same way.
     """
     import requests
 
     if builder.is_prepared():
         return
-    hosts = list(hosts) if hosts is not None else builder_hosts(builder)
+    if hosts is None:
+        hosts = declared_hosts(builder) or list(FALLBACK_HOSTS)
     bad = unresolvable_hosts(hosts)
     if bad:
         raise unavailable_error(
             name,
-            f"it must be downloaded, but these hosts cannot be resolved (offline?): {bad} "
-            f"(tried {hosts})",
+            f"it must be downloaded from {hosts}, and DNS cannot resolve {bad} (offline?)",
             builder.data_dir_root,
         )
     try:
         with fewer_download_retries():
-            builder.download_and_prepare(file_format="array_record")
+            builder.download_and_prepare(file_format=file_format)
     except requests.exceptions.ConnectionError as e:
         raise unavailable_error(
             name, f"the download failed (tried {hosts}): {e}", builder.data_dir_root

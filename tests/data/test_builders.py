@@ -1,4 +1,5 @@
-"""The offline builders on real data: digits and stdlib source always, Fashion-MNIST if installed."""
+"""The offline builders on real data: digits and stdlib source always, Fashion-MNIST when the
+Debian files are installed."""
 
 import gzip
 import os
@@ -13,7 +14,7 @@ from declax.data.sources import load_split
 
 def _rows(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
     """Order-free fingerprint of (image, label) pairs."""
-    return sorted(img.tobytes() + bytes([int(y)]) for img, y in zip(images, labels))
+    return sorted(img.tobytes() + bytes([int(y)]) for img, y in zip(images, labels, strict=True))
 
 
 # ---------------------------------------------------------------- declax_digits
@@ -140,7 +141,7 @@ def test_fashion_from_small_idx_files(tmp_path):
 def test_fashion_mnist_matches_the_idx_files(fashion_data_dir):
     _, builder = dd.prepare("declax_fashion_mnist", fashion_data_dir)
     assert builder.info.features["label"].names[0] == "t-shirt_top"
-    for split, (img_file, lbl_file) in fashion_mnist.FILES.items():
+    for split, (_, lbl_file) in fashion_mnist.FILES.items():
         ex = load_split(builder, split)
         labels = fashion_mnist.read_idx(os.path.join(fashion_mnist.DEFAULT_SOURCE_DIR, lbl_file))
         assert ex["image"].shape == (len(labels), 28, 28, 1)

@@ -17,9 +17,11 @@ def _take(it, k):
 
 
 def _same(a, b) -> bool:
-    return len(a) == len(b) and all(
-        len(x) == len(y) and all(np.array_equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b)
-    )
+    """Batch lists equal bitwise (same length, same arrays)."""
+    if len(a) != len(b):
+        return False
+    pairs = [(u, v) for x, y in zip(a, b, strict=True) for u, v in zip(x, y, strict=True)]
+    return all(np.array_equal(u, v) and u.dtype == v.dtype for u, v in pairs)
 
 
 def _indexed_source(n):
@@ -91,6 +93,19 @@ def test_resume_from_saved_state_is_exact(data_dir, name, kwargs):
     q.close()
 
 
+def test_state_round_trips_through_orbax_json(data_dir, tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    p = dd.make_pipeline("declax_digits", "train", 32, data_dir=data_dir, **ONE)
+    _take(p, 4)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.save(4, args=ocp.args.Composite(data=ocp.args.JsonSave(p.get_state())))
+        mngr.wait_until_finished()
+        restored = mngr.restore(4, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    q = dd.make_pipeline("declax_digits", "train", 32, data_dir=data_dir, **ONE)
+    q.set_state(restored.data)
+    assert _same(_take(q, 2), _take(p, 2))
+
+
 def test_state_from_other_arguments_is_refused(data_dir):
     p = dd.make_pipeline("declax_digits", "train", 32, data_dir=data_dir, **ONE)
     _take(p, 3)
@@ -126,6 +141,8 @@ def test_bad_arguments(data_dir):
         dd.make_pipeline("declax_digits", "train", 8, num_epochs=0, data_dir=data_dir)
     with pytest.raises(ValueError, match="no batch of 2000"):
         dd.make_pipeline("declax_digits", "train", 2000, data_dir=data_dir, **ONE)
+    with pytest.raises(TypeError, match=r"'declax_digits'.*\['shufle'\]"):
+        dd.make_pipeline("declax_digits", "train", 8, shufle=False, data_dir=data_dir)
     with pytest.raises(ValueError, match="normalize"):
         dd.make_pipeline("declax_digits", "train", 8, normalize="minmax", data_dir=data_dir)
 
@@ -142,10 +159,17 @@ def test_fashion_mnist_pipeline(fashion_data_dir):
 def test_two_processes_get_disjoint_equal_shards():
     with _indexed_source(103):
         shards = [
-            _ids(dd.make_pipeline(
-                "declax_digits", "train", 10, num_epochs=1, drop_remainder=False,
-                shard_index=i, shard_count=2,
-            ))  # fmt: skip
+            _ids(
+                dd.make_pipeline(
+                    "declax_digits",
+                    "train",
+                    10,
+                    num_epochs=1,
+                    drop_remainder=False,
+                    shard_index=i,
+                    shard_count=2,
+                )
+            )  # fmt: skip
             for i in range(2)
         ]
     assert len(shards[0]) == len(shards[1]) == 51
@@ -155,7 +179,9 @@ def test_two_processes_get_disjoint_equal_shards():
 
 def test_epochs_stop_and_cover_every_example():
     with _indexed_source(25):
-        p = dd.make_pipeline("declax_digits", "train", 10, num_epochs=3, drop_remainder=False, **ONE)
+        p = dd.make_pipeline(
+            "declax_digits", "train", 10, num_epochs=3, drop_remainder=False, **ONE
+        )
         batches = list(p)
     assert [len(b[1]) for b in batches] == [10, 10, 5] * 3
     for e in range(3):

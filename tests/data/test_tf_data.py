@@ -34,6 +34,9 @@ def test_tf_pipeline_matches_grain_pipeline(data_dir):
     assert x.dtype == np.float32 and y.dtype == np.int32 and x.shape[1:] == (8, 8, 1)
     x_ref, y_ref = dd.load_split_arrays("declax_digits", "train", data_dir)
     assert len(set(map(bytes, x))) == 1400 and set(map(bytes, x)) <= set(map(bytes, x_ref))
-    assert tf_data.tf_data_dir(data_dir).startswith(data_dir)
+    tf_dir = tf_data.tf_data_dir(data_dir)
+    assert tf_dir.startswith(data_dir)
+    with pytest.raises(dd.DatasetUnavailableError, match="prepared as tfrecord"):
+        dd.make_pipeline("declax_digits", "train", 8, data_dir=tf_dir)
     lm = next(tf_data.make_tf_pipeline("declax_pysrc", "validation", 4, data_dir=data_dir))
     assert [a.shape for a in lm] == [(4, 128)] * 3
