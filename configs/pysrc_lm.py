@@ -1,0 +1,43 @@
+"""A byte-level TransformerLM on the bytes of Python's standard library: about 2.4 bits/byte on
+held-out files in ~3 minutes on 2 CPU cores.
+
+    python scripts/train.py --config configs/pysrc_lm.py --workdir /tmp/declax/pysrc_lm
+
+The corpus is built from the running Python's own stdlib sources (prepared on first use); every
+10th file is held out for validation.
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.model = dict(name="TransformerLM", vocab_size=256, d_model=128, d_ff=512, n_layers=2,
+                      n_heads=4, max_len=128, dropout=0.0)
+
+  config.data = dict(
+      name="declax_pysrc", train_split="train", eval_split="validation",
+      eval_batch_size=32,
+      n_eval_batches=64,               # 64 x 32 windows of 128 bytes = 262k held-out bytes
+      lm_format="trax",                # inputs == targets: TransformerLM shifts right inside
+      builder_kwargs=dict(seq_len=128),
+  )
+
+  config.optimizer = dict(name="adamw", weight_decay=1e-2, clip_norm=1.0, grad_accum_steps=1,
+                          kwargs=dict(b2=0.98))
+  config.schedule = dict(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100,
+                         decay_steps=placeholder(int), end_value=3e-5)
+
+  config.train = dict(
+      steps=800, batch_size=32, eval_every=400, checkpoint_every=400, log_every=100,
+      keep_checkpoints=2, seed=0,
+      loss="WeightedCategoryCrossEntropy",     # the model outputs logits; weights mask padding
+      metrics=("WeightedCategoryCrossEntropy", "WeightedCategoryAccuracy", "BitsPerToken"),
+      metric_names=("loss", "accuracy", "bits_per_byte"),
+  )
+
+  config.mesh = dict(data=-1, fsdp=1, tensor=1)
+  config.sharding_rules = {}
+  return config

@@ -1,0 +1,102 @@
+"""`declax-train` / `scripts/train.py`: train what a config file describes.
+
+    declax-train --config configs/digits_mlp.py --workdir /tmp/digits --config.train.steps=300
+
+The config is locked: overriding a key it does not have is an error that names the closest key.
+The resolved config is written to `WORKDIR/config.json`; a workdir that already holds a
+checkpoint resumes from it. On SIGTERM the run saves a checkpoint at the current step and exits
+with status 0, so a scheduler can restart it with the same command.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+__all__ = ["main"]
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
+                                          "(configs/*.py) with get_config().", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the "
+                               "resolved config; resumes if it holds a checkpoint.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                                 "first (multi-host runs; JAX detects the cluster).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _config_keys(config, prefix: str = "") -> list[str]:
+  keys = []
+  for key, value in config.items():
+    keys.append(prefix + key)
+    if hasattr(value, "items"):
+      keys.extend(_config_keys(value, f"{prefix}{key}."))
+  return keys
+
+
+def _suggest_config_key(argv: Sequence[str]) -> str | None:
+  """For an unknown `--config.x.y`, the closest key of the config (or None)."""
+  import importlib.util
+  import os
+
+  config_path = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      config_path = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      config_path = argv[i + 1]
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not config_path or not overrides or not os.path.exists(config_path):
+    return None
+  spec = importlib.util.spec_from_file_location("_declax_config", config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  keys = _config_keys(module.get_config())
+  for key in overrides:
+    if key not in keys:
+      close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+      hint = f"; did you mean --config.{close[0]}?" if close else ""
+      return f"unknown config key --config.{key}{hint}"
+  return None
+
+
+def _run(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _DISTRIBUTED.value:
+    from declax.sharding import initialize_distributed
+
+    initialize_distributed()
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+  from declax.training.from_config import train_and_evaluate
+
+  loop = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if loop.preempted:
+    print(f"Preempted at step {loop.step}: checkpoint saved in {_WORKDIR.value}; rerun the same "
+          "command to resume.", flush=True)
+  sys.exit(0)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError) as error:
+    # ml_collections reports an unknown key as a bare KeyError/AttributeError with a traceback.
+    hint = _suggest_config_key(argv[1:])
+    message = hint or " ".join(str(error).replace("\\'", "'").replace("\\n", " ").split())
+    print(f"FATAL Flags parsing error: {message}\nPass --helpfull to see help on flags.",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """The console entry point (`declax-train`)."""
+  app.run(_run, argv=list(sys.argv if argv is None else argv), flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  main()

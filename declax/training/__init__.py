@@ -1,0 +1,33 @@
+"""declax training: Trax's `Loop`/`TrainTask`/`EvalTask` on Optax, Orbax and a device mesh.
+
+```python
+from declax.training import EvalTask, Loop, TrainTask, make_optimizer, make_schedule
+```
+"""
+
+from declax.training.checkpoints import Checkpointer, CheckpointMismatchError
+from declax.training.loop import Loop
+from declax.training.metric_writers import (
+    ConsoleWriter,
+    JsonlWriter,
+    MetricWriter,
+    MultiWriter,
+    TensorBoardWriter,
+    create_default_writer,
+)
+from declax.training.optimizers import (
+    current_learning_rate,
+    decay_mask,
+    make_optimizer,
+    make_schedule,
+)
+from declax.training.reporting import NonFiniteLossError
+from declax.training.state import TrainState
+from declax.training.tasks import EvalTask, TrainTask
+
+__all__ = [
+    "CheckpointMismatchError", "Checkpointer", "ConsoleWriter", "EvalTask", "JsonlWriter", "Loop",
+    "MetricWriter", "MultiWriter", "NonFiniteLossError", "TensorBoardWriter", "TrainState",
+    "TrainTask", "create_default_writer", "current_learning_rate", "decay_mask",
+    "make_optimizer", "make_schedule",
+]

@@ -1,0 +1,214 @@
+"""Orbax checkpoints of the train state and the data position, with resume checks.
+
+A checkpoint is one step directory written by `orbax.checkpoint.CheckpointManager` holding three
+items: `state` (the `TrainState` arrays, sharded), `data` (the data iterators' `get_state()`, as
+JSON) and `meta` (JSON). Saves are asynchronous and atomic: Orbax writes into a temporary
+directory and renames it when complete, so a crash never leaves a half-written step behind.
+
+Before restoring, the stored tree is compared with the state the model expects: any missing,
+unexpected or differently shaped leaf raises `CheckpointMismatchError` listing the paths, rather
+than loading part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from declax.training.state import path_name, tree_signature
+
+__all__ = ["CheckpointMismatchError", "Checkpointer", "gather_json", "local_position"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_MAX_LISTED = 20
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose state tree differs from the model's; lists the differing paths.
+
+  Attributes `missing` (in the model, not in the checkpoint), `unexpected` (in the checkpoint,
+  not in the model) and `mismatched` (`(path, checkpoint (shape, dtype), model (shape, dtype))`).
+  """
+
+  def __init__(self, directory: str, missing: list[str], unexpected: list[str],
+               mismatched: list[tuple[str, Any, Any]]):
+    self.directory, self.missing, self.unexpected = directory, missing, unexpected
+    self.mismatched = mismatched
+    lines = [f"checkpoint {directory} does not match the model's train state "
+             "(a different model or optimizer?); nothing was restored."]
+    lines += _listing("in the model but missing from the checkpoint", missing)
+    lines += _listing("in the checkpoint but not in the model", unexpected)
+    lines += _listing("different shape/dtype (checkpoint vs model)",
+                      [f"{p}: {_fmt(c)} vs {_fmt(m)}" for p, c, m in mismatched])
+    super().__init__("\n".join(lines))
+
+
+def _fmt(signature: tuple) -> str:
+  shape, dtype = signature
+  return f"{dtype}{list(shape)}"
+
+
+def _listing(title: str, items: list[str]) -> list[str]:
+  if not items:
+    return []
+  shown = [f"    {item}" for item in items[:_MAX_LISTED]]
+  if len(items) > _MAX_LISTED:
+    shown.append(f"    ... and {len(items) - _MAX_LISTED} more")
+  return [f"  {title} ({len(items)}):", *shown]
+
+
+def compare_trees(stored: dict[str, tuple], expected: dict[str, tuple]
+                  ) -> tuple[list[str], list[str], list[tuple[str, Any, Any]]]:
+  """Differences between two `tree_signature`s: (missing, unexpected, mismatched)."""
+  missing = sorted(set(expected) - set(stored))
+  unexpected = sorted(set(stored) - set(expected))
+  mismatched = [(p, stored[p], expected[p]) for p in sorted(set(stored) & set(expected))
+                if stored[p] != expected[p]]
+  return missing, unexpected, mismatched
+
+
+def _metadata_signature(metadata: Any) -> dict[str, tuple]:
+  flat = jax.tree_util.tree_flatten_with_path(metadata)[0]
+  return {path_name(p): (tuple(m.shape), str(m.dtype)) for p, m in flat
+          if getattr(m, "shape", None) is not None}
+
+
+# ------------------------------------------------------------------------------------------------
+# Data positions of every process
+# ------------------------------------------------------------------------------------------------
+
+
+def gather_json(value: Any) -> list[Any]:
+  """`[value of process 0, value of process 1, ...]` for a JSON-serialisable value.
+
+  Every process feeds its own shard of the data, so every process has its own iterator
+  position; Orbax writes JSON items from the primary process only, so they are gathered first.
+  (A collective: all processes must call it together, as they do when saving.)
+  """
+  if jax.process_count() == 1:
+    return [value]
+  from jax.experimental import multihost_utils
+
+  encoded = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  longest = int(np.max(multihost_utils.process_allgather(np.int32(len(encoded)))))
+  padded = np.zeros(longest, np.uint8)
+  padded[: len(encoded)] = encoded
+  gathered = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in np.asarray(gathered)]
+
+
+def local_position(saved: Any) -> Any:
+  """This process's entry of a `gather_json` list (None, with a warning, if the number of
+  processes changed since the checkpoint was written)."""
+  if not isinstance(saved, list):
+    return saved
+  if len(saved) != jax.process_count():
+    log.warning("The checkpoint holds data positions of %d processes, this run has %d: the "
+                "training data starts from its beginning, not where the checkpoint stopped",
+                len(saved), jax.process_count())
+    return None
+  return saved[jax.process_index()]
+
+
+class Checkpointer:
+  """Saves and restores `(state, data_state)` pairs in `directory` with Orbax.
+
+  ```python
+  ckpt = Checkpointer('/tmp/run/checkpoints', max_to_keep=3)
+  ckpt.save(100, state, {'train': pipeline.get_state()})
+  state, data = ckpt.restore(ckpt.latest_step(), abstract_state)
+  ```
+
+  **Arguments**
+  - `directory`: where the step directories go (created if needed).
+  - `max_to_keep`: the newest this many checkpoints are kept; None keeps all.
+  - `async_save`: write in a background thread (the arrays are copied to host first, so the
+    state may be donated to the next step right away).
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
+               async_save: bool = True):
+    self.directory = os.path.abspath(os.fspath(directory))
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    # Declaring the handlers lets a fresh manager read the stored tree's metadata on resume.
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()}
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=handlers)
+
+  # -- queries --------------------------------------------------------------------------------
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def reached_preemption(self, step: int) -> bool:
+    """True when JAX's preemption service says all hosts should save now (multi-host)."""
+    return self._manager.reached_preemption(step)
+
+  # -- saving ---------------------------------------------------------------------------------
+
+  def save(self, step: int, state: Any, data_state: dict[str, Any] | None = None, *,
+           force: bool = False) -> bool:
+    """Starts saving `state` and the JSON `data_state` as step `step`; returns True if it did.
+
+    A step that is already saved is skipped.
+    """
+    if step in self._manager.all_steps():
+      return False
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state or {}),
+        meta=ocp.args.JsonSave({"step": int(step), "format_version": FORMAT_VERSION}),
+    )
+    return bool(self._manager.save(step, args=args, force=force))
+
+  def wait_until_finished(self) -> None:
+    """Blocks until pending asynchronous saves are on disk (and committed)."""
+    self._manager.wait_until_finished()
+
+  # -- restoring ------------------------------------------------------------------------------
+
+  def check(self, step: int, abstract_state: Any) -> None:
+    """Raises `CheckpointMismatchError` unless step `step` stores exactly `abstract_state`'s
+    leaves (same paths, shapes and dtypes)."""
+    metadata = self._manager.item_metadata(step)
+    stored_state = metadata["state"] if "state" in metadata.keys() else None
+    if stored_state is None:
+      raise CheckpointMismatchError(self._step_dir(step), ["<the whole train state>"], [], [])
+    stored = _metadata_signature(stored_state)
+    missing, unexpected, mismatched = compare_trees(stored, tree_signature(abstract_state))
+    if missing or unexpected or mismatched:
+      raise CheckpointMismatchError(self._step_dir(step), missing, unexpected, mismatched)
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores step `step` onto `abstract_state` (`ShapeDtypeStruct`s carrying shardings).
+
+    Returns `(state, data_state)`. The stored tree is checked against `abstract_state` first.
+    """
+    self.check(step, abstract_state)
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if "data" in self._manager.item_metadata(step).keys():
+      items["data"] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    data_state = restored["data"] if "data" in items else None
+    return restored["state"], dict(data_state or {})
+
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the manager's resources."""
+    self._manager.wait_until_finished()
+    self._manager.close()

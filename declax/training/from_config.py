@@ -1,0 +1,231 @@
+"""From a config to the objects it describes: model, optimizer, data, tasks and the `Loop`.
+
+The config sections (see `configs/*.py`):
+
+- `model`: `name` (registry name) and the model's keyword arguments.
+- `data`: `name` (dataset), `train_split`, `eval_split` (None: no evaluation),
+  `eval_batch_size`, `n_eval_batches` (None: one full pass), `builder_kwargs`, and optionally
+  `normalize` / `lm_format` / `data_dir` (see `declax.data.make_pipeline`).
+- `optimizer`: `name`, `weight_decay`, `clip_norm`, `grad_accum_steps`, `kwargs`.
+- `schedule`: `name`, `learning_rate`, `warmup_steps`, `decay_steps` (None: the run's optimizer
+  updates), `end_value`.
+- `train`: `steps`, `batch_size` (global), `eval_every`, `checkpoint_every`, `log_every`,
+  `keep_checkpoints`, `seed`, `loss`, `metrics`, `metric_names`.
+- `mesh`, `sharding_rules`: see `declax.sharding`.
+
+```python
+config = importlib.import_module('configs.digits_mlp').get_config()
+loop = train_and_evaluate(config, '/tmp/digits')
+```
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+from declax import registry
+from declax.training.loop import Loop
+from declax.training.optimizers import make_optimizer, make_schedule
+from declax.training.tasks import EvalTask, TrainTask
+
+__all__ = ["build_eval_task", "build_loop", "build_model", "build_optimizer", "build_train_task",
+           "flatten_config", "local_batch_size", "to_dict", "train_and_evaluate",
+           "write_config"]
+
+log = logging.getLogger(__name__)
+
+_DATA_OPTIONS = ("normalize", "lm_format", "data_dir", "in_memory")
+
+
+def to_dict(value: Any) -> Any:
+  """A ConfigDict (or plain value) as plain dicts, lists turned into tuples."""
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {k: to_dict(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(to_dict(v) for v in value)
+  return value
+
+
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+  """`{'train.steps': 100, 'model.name': 'MLP', ...}` (for hparams)."""
+  flat = {}
+  for key, value in to_dict(config).items():
+    if isinstance(value, Mapping):
+      flat.update(flatten_config(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+# ------------------------------------------------------------------------------------------------
+# Model and optimizer
+# ------------------------------------------------------------------------------------------------
+
+
+def build_model(config: ml_collections.ConfigDict, mode: str = "train") -> Any:
+  """`registry.get_model(config.model.name, **other model keys)`, in `mode` if it takes one."""
+  kwargs = to_dict(config.model)
+  name = kwargs.pop("name")
+  try:
+    factory_params = inspect.signature(_model_factory(name)).parameters
+  except (TypeError, ValueError):
+    factory_params = {}
+  if "mode" in factory_params:
+    kwargs["mode"] = mode
+  return registry.get_model(name, **kwargs)
+
+
+def _model_factory(name: str) -> Any:
+  if name in registry._MODELS:  # noqa: SLF001 (same package)
+    return registry._MODELS[name]
+  import declax.models
+
+  return getattr(declax.models, name, None)
+
+
+def _optimizer_updates(config: ml_collections.ConfigDict) -> int:
+  accum = int(config.optimizer.get("grad_accum_steps", 1) or 1)
+  return max(int(config.train.steps) // accum, 1)
+
+
+def build_optimizer(config: ml_collections.ConfigDict
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer and its learning-rate schedule from `config.optimizer` / `config.schedule`."""
+  s = to_dict(config.schedule)
+  decay_steps = s.get("decay_steps") or _optimizer_updates(config)
+  warmup_steps = s.get("warmup_steps", 0) or 0
+  if s.get("name") in ("warmup_cosine", "warmup_linear") and warmup_steps >= decay_steps:
+    # A short smoke run (`--config.train.steps=5`) of a config with a longer warmup.
+    log.warning("schedule: warmup_steps=%d >= decay_steps=%d; warming up for %d steps instead",
+                warmup_steps, decay_steps, decay_steps // 2)
+    warmup_steps = decay_steps // 2
+  schedule = make_schedule(s.get("name", "constant"), learning_rate=s["learning_rate"],
+                           warmup_steps=warmup_steps, decay_steps=decay_steps,
+                           end_value=s.get("end_value", 0.0))
+  o = to_dict(config.optimizer)
+  tx = make_optimizer(o["name"], schedule, weight_decay=o.get("weight_decay", 0.0) or 0.0,
+                      decay_all=o.get("decay_all", False), clip_norm=o.get("clip_norm"),
+                      grad_accum_steps=o.get("grad_accum_steps", 1) or 1,
+                      **dict(o.get("kwargs") or {}))
+  return tx, schedule
+
+
+# ------------------------------------------------------------------------------------------------
+# Data and tasks
+# ------------------------------------------------------------------------------------------------
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  """This process's share of a global batch (an error if it does not split evenly)."""
+  n = jax.process_count()
+  if global_batch_size % n:
+    raise ValueError(f"config.train.batch_size={global_batch_size} is not divisible by the "
+                     f"{n} processes")
+  return global_batch_size // n
+
+
+def _data_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  data = to_dict(config.data)
+  kwargs = {k: data[k] for k in _DATA_OPTIONS if data.get(k) is not None}
+  kwargs.update(data.get("builder_kwargs") or {})
+  return kwargs
+
+
+def build_train_task(config: ml_collections.ConfigDict) -> TrainTask:
+  """The training pipeline (shuffled, endless), loss and optimizer."""
+  from declax.data import make_pipeline
+
+  pipeline = make_pipeline(config.data.name, config.data.get("train_split", "train"),
+                           local_batch_size(config.train.batch_size), seed=config.train.seed,
+                           shuffle=True, **_data_kwargs(config))
+  tx, schedule = build_optimizer(config)
+  loss = registry.get_layer(config.train.loss)
+  return TrainTask(pipeline, loss, tx, lr_schedule=schedule,
+                   n_steps_per_checkpoint=config.train.checkpoint_every)
+
+
+def build_eval_task(config: ml_collections.ConfigDict) -> EvalTask | None:
+  """Evaluation on `config.data.eval_split` from its start each time (None if no eval split)."""
+  from declax.data import make_pipeline
+
+  split = config.data.get("eval_split")
+  if not split:
+    return None
+  batch_size = local_batch_size(config.data.get("eval_batch_size") or config.train.batch_size)
+  pipeline = make_pipeline(config.data.name, split, batch_size, shuffle=False,
+                           **_data_kwargs(config))
+  start = pipeline.get_state()
+
+  def from_start():
+    pipeline.set_state(start)
+    return pipeline
+
+  n_batches = config.data.get("n_eval_batches") or pipeline.batches_per_epoch
+  metrics = [registry.get_layer(name) for name in config.train.metrics]
+  names = config.train.get("metric_names") or None
+  return EvalTask(from_start, metrics, metric_names=names, n_eval_batches=n_batches)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loop
+# ------------------------------------------------------------------------------------------------
+
+
+def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
+               **loop_kwargs: Any) -> Loop:
+  """The `Loop` a config describes, checkpointing into `workdir` (resuming if it holds one)."""
+  train = config.train
+  eval_task = build_eval_task(config)
+  options = dict(
+      eval_tasks=[eval_task] if eval_task is not None else [],
+      output_dir=workdir,
+      mesh=to_dict(config.get("mesh")) or None,
+      sharding_rules=to_dict(config.get("sharding_rules")) or None,
+      eval_every=train.get("eval_every"),
+      log_every=train.get("log_every", 100),
+      keep_checkpoints=train.get("keep_checkpoints", 3),
+      seed=train.seed,
+      hparams=flatten_config(config),
+  )
+  options.update(loop_kwargs)
+  return Loop(build_model(config), build_train_task(config), **options)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+  """Writes the resolved config to `workdir/config.json` (process 0); returns the path."""
+  path = os.path.join(os.fspath(workdir), "config.json")
+  if jax.process_index() == 0:
+    os.makedirs(os.fspath(workdir), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(to_dict(config), f, indent=2, sort_keys=True, default=str)
+      f.write("\n")
+  return path
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
+                       **loop_kwargs: Any) -> Loop:
+  """Trains until step `config.train.steps` (resuming from `workdir`), evaluating as it goes.
+
+  Returns the `Loop` (check `loop.preempted`: True if it stopped early on SIGTERM).
+  """
+  if workdir is not None:
+    write_config(config, workdir)
+  loop = build_loop(config, workdir, **loop_kwargs)
+  try:
+    remaining = int(config.train.steps) - loop.step
+    if remaining > 0:
+      loop.run(remaining)
+  finally:
+    loop.close()
+  return loop

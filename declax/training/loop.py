@@ -1,0 +1,371 @@
+"""The training loop: Trax's `Loop` on a device mesh, with Orbax checkpoints and metric writers.
+
+```python
+loop = Loop(model, TrainTask(train_data, tl.CrossEntropyLoss(), optax.adam(1e-3)),
+            eval_tasks=[EvalTask(eval_data, [tl.CrossEntropyLoss(), tl.Accuracy()])],
+            output_dir='/tmp/run')
+loop.run(1000)        # resumes from /tmp/run/checkpoints if there is a checkpoint there
+```
+
+The loop always runs on a mesh (default: every device on `data`). The train state is created
+already sharded, and the step is one `jax.jit` with in/out shardings and a donated state, traced
+inside the mesh and the logical-axis rules. The sections below follow one run: setup, state
+(fresh or restored), the hot loop, metrics, evaluation, checkpoints and preemption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from declax import sharding
+from declax.layers.base import summary, with_mode
+from declax.training.checkpoints import Checkpointer, gather_json, local_position
+from declax.training.metric_writers import (
+    ConsoleWriter,
+    MetricWriter,
+    MultiWriter,
+    create_default_writer,
+)
+from declax.training.prefetch import Prefetcher
+from declax.training.progress import Progress
+from declax.training.reporting import MetricsBuffer, NonFiniteLossError
+from declax.training.state import make_init_fn
+from declax.training.step import make_eval_step, make_train_step
+from declax.training.tasks import EvalTask, TrainTask
+
+__all__ = ["Loop"]
+
+log = logging.getLogger(__name__)
+
+
+class Loop:
+  """Trains `model` on a `TrainTask`, evaluating, logging and checkpointing as it goes.
+
+  **Arguments**
+  - `model`: a declax layer in `'train'` mode; `eval_model` defaults to
+    `tl.with_mode(model, 'eval')` and uses the same variables.
+  - `tasks`: one `TrainTask` (or a one-element list); `eval_tasks`: `EvalTask`s.
+  - `output_dir`: checkpoints (`output_dir/checkpoints`), `metrics.jsonl`, TensorBoard files
+    and `model_summary.txt`. If it holds a checkpoint, the loop resumes from it: parameters,
+    optimizer state, step, PRNG key and the data position.
+  - `mesh`: a `jax.sharding.Mesh` or a `config.mesh` dict; None puts every device on `data`.
+  - `sharding_rules`: overrides of the logical-axis rules (`declax.sharding`).
+  - `eval_every`: evaluate every this many steps (default: the checkpoint interval, else 100)
+    and at the end of every `run`; `log_every`: report training metrics every this many steps.
+  - `keep_checkpoints`: how many checkpoints to keep; `async_checkpoints`: save in the
+    background.
+  - `seed`: the initialisation and dropout PRNG seed; `rng_streams`: the RNG names the model
+    draws from in training.
+  - `writers`: a `MetricWriter` (default: console, plus JSON lines and TensorBoard in
+    `output_dir`, on process 0 only); `hparams`: written once through the writers.
+  - `handle_signals`: on SIGTERM, save a checkpoint at the current step and return from `run`
+    with `loop.preempted` set (multi-host runs use JAX's preemption sync point instead).
+  - `print_summary`: write the model summary and parameter count at construction.
+  - `prefetch`: read and place this many training batches ahead in a background thread
+    (0: read each batch in the training thread).
+  """
+
+  def __init__(self, model: nn.Module, tasks: TrainTask | Sequence[TrainTask],
+               eval_model: nn.Module | None = None,
+               eval_tasks: Sequence[EvalTask] | None = None,
+               output_dir: str | os.PathLike | None = None,
+               mesh: Mesh | Mapping[str, int] | None = None, *,
+               sharding_rules: Any = None, eval_every: int | None = None, log_every: int = 100,
+               keep_checkpoints: int | None = 3, async_checkpoints: bool = True, seed: int = 0,
+               rng_streams: Sequence[str] = ("dropout",), writers: MetricWriter | None = None,
+               hparams: Mapping[str, Any] | None = None, handle_signals: bool = True,
+               print_summary: bool = True, prefetch: int = 2):
+    # ==== Tasks and models ======================================================================
+    tasks = [tasks] if isinstance(tasks, TrainTask) else list(tasks)
+    if len(tasks) != 1 or not isinstance(tasks[0], TrainTask):
+      raise ValueError(f"Loop takes exactly one TrainTask, got {tasks!r}")
+    self._task = tasks[0]
+    self._eval_tasks = list(eval_tasks or [])
+    self.model = model
+    self.eval_model = eval_model if eval_model is not None else with_mode(model, "eval")
+    checkpoint_every = self._task.n_steps_per_checkpoint
+    self._eval_every = eval_every or checkpoint_every or 100
+    self._checkpoint_every = checkpoint_every
+    if log_every < 1:
+      raise ValueError(f"log_every must be >= 1, got {log_every}")
+    self._log_every = log_every
+    self._handle_signals = handle_signals
+    self._prefetch_depth = prefetch
+    self._prefetcher: Prefetcher | None = None
+    self.preempted = False
+    self._stop_requested = False
+
+    # ==== Mesh, writers, checkpoints ============================================================
+    self.mesh = mesh if isinstance(mesh, Mesh) else sharding.mesh_from_config(mesh)
+    self.rules = sharding.rules_from_config(sharding_rules)
+    self.output_dir = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
+    self._writer = writers if writers is not None else create_default_writer(self.output_dir)
+    self.checkpointer = None
+    if self.output_dir is not None:
+      self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"),
+                                       max_to_keep=keep_checkpoints,
+                                       async_save=async_checkpoints)
+    self._metrics = MetricsBuffer()
+    self.eval_history: list[tuple[int, dict[str, float]]] = []
+
+    # ==== Train state: fresh or restored ========================================================
+    sample = self._task.sample_batch
+    n_proc = jax.process_count()
+    self._batch_specs = tuple(
+        jax.ShapeDtypeStruct((x.shape[0] * n_proc, *x.shape[1:]), x.dtype)
+        for x in map(np.asarray, sample))
+    sharding.check_batch_size(self._batch_specs[0].shape[0], self.mesh)
+    model_inputs = self._batch_specs[: model.n_in]
+    init_fn = make_init_fn(model, self._task.optimizer, model_inputs)
+    rng = jax.random.PRNGKey(seed)
+    with sharding.mesh_context(self.mesh, self.rules):
+      abstract = jax.eval_shape(init_fn, rng)
+    self._state_shardings = sharding.state_shardings(abstract, self.mesh, self.rules)
+    latest = self.checkpointer.latest_step() if self.checkpointer else None
+    if latest is None:
+      self.state, self._state_shardings = sharding.create_sharded_state(
+          init_fn, rng, self.mesh, self.rules)
+    else:
+      target = sharding.abstract_with_shardings(abstract, self._state_shardings)
+      self.state, data_state = self.checkpointer.restore(latest, target)
+      self._task.set_data_state(local_position(data_state.get("train")))
+      log.info("Resumed from %s at step %d", self.checkpointer.directory, latest)
+    self._step = int(jax.device_get(self.state.step))
+
+    # ==== Compiled steps ========================================================================
+    batch_sh = sharding.batch_sharding(self.mesh)
+    replicated = sharding.replicated(self.mesh)
+    self._train_step = jax.jit(
+        make_train_step(model, self._task.loss_layer, self._task.optimizer,
+                        lr_schedule=self._task.lr_schedule, rng_streams=tuple(rng_streams)),
+        in_shardings=(self._state_shardings, batch_sh),
+        out_shardings=(self._state_shardings, replicated), donate_argnums=0)
+    self._eval_steps = [
+        jax.jit(make_eval_step(self.eval_model, t.metrics, t.metric_names),
+                in_shardings=(self._state_shardings, batch_sh), out_shardings=replicated)
+        for t in self._eval_tasks]
+
+    # ==== Start-of-run output ===================================================================
+    if hparams:
+      self._writer.write_hparams(dict(hparams))
+    if print_summary:
+      self._write_summary(model_inputs, resumed_from=latest)
+
+  # ---- Public state --------------------------------------------------------------------------
+
+  @property
+  def step(self) -> int:
+    """The number of training steps taken (including those before a resume)."""
+    return self._step
+
+  @property
+  def params(self) -> Any:
+    """The model's parameters (`model.apply({'params': loop.params, ...}, x)`)."""
+    return self.state.params
+
+  @property
+  def losses(self) -> list[tuple[int, float]]:
+    """`(step, loss)` of every step reported so far (the most recent 100k)."""
+    return list(self._metrics.losses)
+
+  # ==== The hot loop ============================================================================
+
+  def run(self, n_steps: int = 1) -> None:
+    """Trains `n_steps` more steps, then evaluates and saves a checkpoint (with `output_dir`).
+
+    Returns early, after saving, on SIGTERM or a multi-host preemption notice (`self.preempted`
+    is then True). Raises `NonFiniteLossError` on a NaN/inf loss, saving nothing from that
+    step on.
+    """
+    start, end = self._step, self._step + n_steps
+    self.preempted = self._stop_requested = False
+    for w in self._console_writers():
+      w.total_steps = end
+    progress = Progress(total_steps=end, batch_size=self._batch_specs[0].shape[0])
+    progress.start(start)
+    with self._signals(), sharding.mesh_context(self.mesh, self.rules):
+      for step in range(start + 1, end + 1):
+        batch = self._next_batch(step)
+        self.state, metrics = self._train_step(self.state, batch)
+        self._step = step
+        self._metrics.add(step, metrics)
+        if self._metrics.has_due:  # the previous chunk: its steps are done or nearly done
+          self._report(progress, everything=False)
+        if step % self._log_every == 0:
+          self._metrics.mark()
+        if self._preemption(step):
+          self._report(progress)
+          self.save_checkpoint(wait=True)
+          self.preempted = True
+          log.warning("Preempted: saved step %d and stopped", step)
+          break
+        if self._checkpoint_every and step % self._checkpoint_every == 0 and step != end:
+          self._check_metrics()
+          with progress.pause():
+            self.save_checkpoint()
+        if step % self._eval_every == 0 and self._eval_tasks and step != end:
+          with progress.pause():
+            self.evaluate()
+      else:
+        self._report(progress)
+        if self._eval_tasks and n_steps > 0:
+          self.evaluate()
+        self.save_checkpoint(wait=True)
+    self._writer.flush()
+
+  def _next_batch(self, step: int) -> tuple:
+    try:
+      if self._prefetch_depth <= 0:
+        return sharding.shard_batch(self._task.next_batch(), self.mesh)
+      if self._prefetcher is None:
+        self._prefetcher = Prefetcher(self._task.next_batch,
+                                      lambda b: sharding.shard_batch(b, self.mesh),
+                                      self._task.data_state, depth=self._prefetch_depth)
+      return next(self._prefetcher)
+    except StopIteration:
+      raise ValueError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
+                       "training data must be an endless iterator (num_epochs=None)") from None
+
+  def _data_position(self) -> Any:
+    """The data state after the last batch trained on (not the ones read ahead)."""
+    return self._prefetcher.position if self._prefetcher else self._task.data_state()
+
+  def _preemption(self, step: int) -> bool:
+    if self._stop_requested:
+      return True
+    if self.checkpointer is not None and jax.process_count() > 1:
+      return self.checkpointer.reached_preemption(step)
+    return False
+
+  # ==== Metrics =================================================================================
+
+  @contextlib.contextmanager
+  def _non_finite_context(self) -> Iterator[None]:
+    """Adds the last good checkpoint to a `NonFiniteLossError`."""
+    try:
+      yield
+    except NonFiniteLossError as error:
+      latest = None
+      if self.checkpointer is not None:
+        self.checkpointer.wait_until_finished()
+        latest = self.checkpointer.latest_step()
+      directory = self.checkpointer.directory if self.checkpointer else None
+      raise NonFiniteLossError(error.step, error.value, latest, directory) from None
+
+  def _check_metrics(self) -> None:
+    with self._non_finite_context():
+      self._metrics.check()
+
+  def _report(self, progress: Progress, everything: bool = True) -> None:
+    """Fetches pending training metrics (all, or the chunk that is due) and writes them."""
+    with self._non_finite_context():
+      chunk = self._metrics.take_all() if everything else self._metrics.take_due()
+    if chunk is None:
+      return
+    step, values = chunk
+    scalars = {f"train/{k}": v for k, v in values.items()}
+    scalars.update(progress.measure(step))
+    self._writer.write_scalars(step, scalars)
+
+  def _console_writers(self) -> list[ConsoleWriter]:
+    writers = self._writer.writers if isinstance(self._writer, MultiWriter) else [self._writer]
+    return [w for w in writers if isinstance(w, ConsoleWriter)]
+
+  def _write_summary(self, model_inputs: Sequence[jax.ShapeDtypeStruct],
+                     resumed_from: int | None) -> None:
+    if jax.process_index() != 0:
+      return
+    inputs = model_inputs[0] if len(model_inputs) == 1 else tuple(model_inputs)
+    text = summary(self.model, inputs)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
+    text += f"\nMesh: {dict(self.mesh.shape)}; devices: {jax.device_count()}"
+    if resumed_from is not None:
+      text += f"\nResumed from step {resumed_from} ({self.checkpointer.directory})"
+    self._writer.write_texts(self._step, {"model_summary": text})
+    self._writer.write_scalars(self._step, {"num_params": n_params})
+    if self.output_dir is not None:
+      with open(os.path.join(self.output_dir, "model_summary.txt"), "w") as f:
+        f.write(text + "\n")
+
+  # ==== Evaluation ==============================================================================
+
+  def evaluate(self) -> dict[str, float]:
+    """Runs every `EvalTask` on the current state; writes and returns `{'eval/name': value}`."""
+    results: dict[str, float] = {}
+    with sharding.mesh_context(self.mesh, self.rules):
+      for task, eval_step in zip(self._eval_tasks, self._eval_steps, strict=True):
+        outputs = [eval_step(self.state, sharding.shard_batch(b, self.mesh))
+                   for b in task.batches()]
+        if not outputs:
+          raise ValueError("EvalTask produced no batches")
+        fetched = jax.device_get(outputs)
+        merged = fetched[0]
+        for other in fetched[1:]:
+          merged = merged.merge(other)
+        for name, value in merged.compute().items():
+          results[f"{task.export_prefix}/{name}"] = float(np.asarray(value))
+    self._writer.write_scalars(self._step, results)
+    self.eval_history.append((self._step, results))
+    return results
+
+  # ==== Checkpoints =============================================================================
+
+  def save_checkpoint(self, wait: bool = False) -> None:
+    """Saves the state and the data position at the current step (no-op without output_dir).
+
+    Call it only with reported (finite) metrics: `run` does.
+    """
+    if self.checkpointer is None:
+      return
+    data_state = {"train": gather_json(self._data_position())}  # one entry per process
+    self.checkpointer.save(self._step, self.state, data_state, force=True)
+    if wait:
+      self.checkpointer.wait_until_finished()
+
+  def close(self) -> None:
+    """Stops prefetching, waits for pending checkpoint writes and closes the writers."""
+    if self._prefetcher is not None:
+      self._prefetcher.close()
+      self._task.set_data_state(self._prefetcher.position)  # rewind what was read ahead
+      self._prefetcher = None
+    if self.checkpointer is not None:
+      self.checkpointer.close()
+    self._writer.close()
+
+  def __enter__(self) -> Loop:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # ==== Preemption ==============================================================================
+
+  @contextlib.contextmanager
+  def _signals(self) -> Iterator[None]:
+    """SIGTERM asks the loop to save and stop at the next step (main thread, one process)."""
+    if (not self._handle_signals or jax.process_count() > 1
+        or threading.current_thread() is not threading.main_thread()):
+      yield
+      return
+
+    def request_stop(signum, frame):
+      del frame
+      log.warning("Received signal %d: saving at the next step and stopping", signum)
+      self._stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+      yield
+    finally:
+      signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,154 @@
+"""Optimizers and learning-rate schedules from plain settings (what a config's sections hold).
+
+```python
+schedule = make_schedule('warmup_cosine', learning_rate=1e-3, warmup_steps=100, decay_steps=10_000)
+tx = make_optimizer('adamw', schedule, weight_decay=1e-4, clip_norm=1.0, grad_accum_steps=2)
+```
+
+The learning rate is injected with `optax.inject_hyperparams`, so the value actually used at each
+step sits in the optimizer state, where `current_learning_rate` finds it for logging.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from declax import registry
+
+__all__ = ["SCHEDULES", "current_learning_rate", "decay_mask", "make_optimizer", "make_schedule"]
+
+SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "warmup_linear", "warmup_rsqrt")
+
+# Arguments through which each optimizer takes decoupled weight decay and its mask.
+_DECOUPLED_DECAY = {
+    "adamw": ("weight_decay", "mask"),
+    "lion": ("weight_decay", "mask"),
+    "adafactor": ("weight_decay_rate", "weight_decay_mask"),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Schedules
+# ------------------------------------------------------------------------------------------------
+
+
+def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3, warmup_steps: int = 0,
+                  decay_steps: int | None = None, end_value: float = 0.0) -> optax.Schedule:
+  """A learning-rate schedule `count -> lr` (count = optimizer updates taken).
+
+  - `'constant'`: `learning_rate` throughout.
+  - `'warmup_constant'`: linear warmup from 0 over `warmup_steps`, then constant.
+  - `'warmup_cosine'`: linear warmup, then cosine decay to `end_value` at `decay_steps`.
+  - `'warmup_linear'`: linear warmup, then linear decay to `end_value` at `decay_steps`.
+  - `'warmup_rsqrt'`: linear warmup, then `learning_rate * sqrt(warmup_steps / count)` (Trax's
+    default schedule for Transformers).
+  """
+  warmup_steps = int(warmup_steps)
+  if name == "constant":
+    return optax.constant_schedule(learning_rate)
+  if name == "warmup_constant":
+    return optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+  if name == "warmup_rsqrt":
+    if warmup_steps < 1:
+      raise ValueError("schedule 'warmup_rsqrt' needs warmup_steps >= 1")
+
+    def rsqrt(count):
+      count = jnp.asarray(count, jnp.float32)
+      warm = count / warmup_steps
+      decay = jnp.sqrt(warmup_steps / jnp.maximum(count, warmup_steps))
+      return learning_rate * jnp.minimum(warm, 1.0) * decay
+
+    return rsqrt
+  if name in ("warmup_cosine", "warmup_linear"):
+    if decay_steps is None or decay_steps <= warmup_steps:
+      raise ValueError(f"schedule {name!r} needs decay_steps > warmup_steps, got decay_steps="
+                       f"{decay_steps}, warmup_steps={warmup_steps}")
+    if name == "warmup_cosine":
+      return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, decay_steps,
+                                                end_value)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+         optax.linear_schedule(learning_rate, end_value, decay_steps - warmup_steps)],
+        [warmup_steps])
+  raise ValueError(f"Unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizers
+# ------------------------------------------------------------------------------------------------
+
+
+def decay_mask(params: Any) -> Any:
+  """True for parameters that get weight decay: matrices and kernels (ndim >= 2), not biases,
+  norm scales or other vectors."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1e-3, *,
+                   weight_decay: float = 0.0, decay_all: bool = False,
+                   clip_norm: float | None = None, grad_accum_steps: int = 1,
+                   **kwargs: Any) -> optax.GradientTransformation:
+  """An optax optimizer by registry name (`adam`, `adamw`, `sgd`, `momentum`, `adafactor`, `lion`).
+
+  **Arguments**
+  - `learning_rate`: a float or a schedule (`make_schedule`); injected into the optimizer state.
+  - `weight_decay`: decoupled for `adamw`/`lion`/`adafactor`, an L2 term added to the gradient
+    for the others. Only parameters with `ndim >= 2` decay unless `decay_all`.
+  - `clip_norm`: clip gradients to this global norm first.
+  - `grad_accum_steps`: average the gradients of this many steps per update (`optax.MultiSteps`).
+  - `**kwargs`: passed to the optax factory (`b1`, `b2`, `eps`, `momentum`, `nesterov`, ...).
+
+  ```python
+  tx = make_optimizer('adamw', 1e-3, weight_decay=0.01, clip_norm=1.0)
+  ```
+  """
+  factory = registry.get_optimizer(name)
+  if name == "momentum":
+    kwargs.setdefault("momentum", 0.9)
+  mask = None if decay_all else decay_mask
+  decay_before: list[optax.GradientTransformation] = []
+  if name in _DECOUPLED_DECAY:
+    wd_arg, mask_arg = _DECOUPLED_DECAY[name]
+    if weight_decay:
+      kwargs[wd_arg], kwargs[mask_arg] = weight_decay, mask
+    elif name != "adafactor":  # adamw/lion decay by default; here only when asked to
+      kwargs[wd_arg] = 0.0
+  elif weight_decay:
+    decay_before.append(optax.add_decayed_weights(weight_decay, mask))
+  tx = _inject_learning_rate(factory, learning_rate, kwargs)
+  chain = ([optax.clip_by_global_norm(clip_norm)] if clip_norm else []) + decay_before + [tx]
+  tx = chain[0] if len(chain) == 1 else optax.chain(*chain)
+  if grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=int(grad_accum_steps)).gradient_transformation()
+  elif grad_accum_steps < 1:
+    raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+  return tx
+
+
+def _inject_learning_rate(factory: Callable[..., optax.GradientTransformation],
+                          learning_rate: Any, kwargs: dict) -> optax.GradientTransformation:
+  """`factory(learning_rate=..., **kwargs)` with only the learning rate kept in the state."""
+  parameters = inspect.signature(factory).parameters
+  unknown = sorted(set(kwargs) - set(parameters))
+  if unknown:
+    raise TypeError(f"{getattr(factory, '__name__', factory)} got unknown arguments {unknown}; "
+                    f"it takes {sorted(p for p in parameters if p != 'learning_rate')}")
+  static = [p for p in parameters if p != "learning_rate"]
+  return optax.inject_hyperparams(factory, static_args=static)(learning_rate=learning_rate,
+                                                                **kwargs)
+
+
+def current_learning_rate(opt_state: Any) -> jax.Array | None:
+  """The learning rate `inject_hyperparams` stored in `opt_state` (the first one found), or None.
+  """
+  for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+    names = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path[-2:]]
+    if names == ["hyperparams", "learning_rate"]:
+      return leaf
+  return None

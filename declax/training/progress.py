@@ -1,0 +1,70 @@
+"""Throughput and time-to-go, measured between log points (clu's `ReportProgress`, without TF)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["Progress"]
+
+
+class Progress:
+  """Steps per second, examples per second and ETA between successive `measure` calls.
+
+  ```python
+  progress = Progress(total_steps=1000, batch_size=128)
+  progress.start(step=0)
+  ... train to step 100 ...
+  progress.measure(100)   # {'steps_per_sec': 412.0, 'examples_per_sec': 52736.0,
+                          #  'eta_seconds': 2.2}
+  ```
+
+  Time spent in `pause()` blocks (evaluation, checkpointing) is left out of the rates, and the
+  first interval after `start` (which includes compilation) is measured like any other.
+  """
+
+  def __init__(self, total_steps: int | None = None, batch_size: int | None = None,
+               clock: Callable[[], float] = time.perf_counter):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self._clock = clock
+    self._last_step: int | None = None
+    self._last_time = 0.0
+    self._paused = 0.0
+
+  def start(self, step: int) -> None:
+    self._last_step, self._last_time, self._paused = step, self._clock(), 0.0
+
+  def pause(self) -> _Pause:
+    """A context manager whose duration is not counted as training time."""
+    return _Pause(self)
+
+  def measure(self, step: int) -> dict[str, float]:
+    """Rates since the previous `measure` (or `start`), and the ETA to `total_steps`."""
+    now = self._clock()
+    if self._last_step is None:
+      self.start(step)
+      return {}
+    elapsed = max(now - self._last_time - self._paused, 1e-9)
+    steps = step - self._last_step
+    self._last_step, self._last_time, self._paused = step, now, 0.0
+    if steps <= 0:
+      return {}
+    rate = steps / elapsed
+    out = {"steps_per_sec": rate}
+    if self.batch_size:
+      out["examples_per_sec"] = rate * self.batch_size
+    if self.total_steps is not None:
+      out["eta_seconds"] = max(self.total_steps - step, 0) / rate
+    return out
+
+
+class _Pause:
+  def __init__(self, progress: Progress):
+    self._progress = progress
+
+  def __enter__(self) -> None:
+    self._start = self._progress._clock()
+
+  def __exit__(self, *exc) -> None:
+    self._progress._paused += self._progress._clock() - self._start

@@ -1,0 +1,124 @@
+"""The train state: one pytree holding everything a run needs to continue.
+
+`TrainState` is a `flax.struct.dataclass`, so it goes through `jax.jit`, sharding and Orbax as
+one tree. `make_init_fn` builds the function that creates it from a PRNG key, with the
+parameters' logical axis names (Linen's `Partitioned` boxes) copied onto the optimizer state
+that mirrors them, so Adam's moments are sharded like the parameters they belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from declax.layers.base import pack
+
+__all__ = ["TrainState", "make_init_fn", "box_like_params", "key_name", "path_name",
+           "tree_signature"]
+
+
+@struct.dataclass
+class TrainState:
+  """Parameters, optimizer state, other variable collections, step and PRNG key.
+
+  **Fields**
+  - `step`: int32 scalar, the number of optimizer steps taken (batches consumed).
+  - `params`: the model's `'params'` collection (not the loss layer's: it has none).
+  - `opt_state`: the optax state.
+  - `model_state`: the other collections the model keeps, e.g. `{'batch_stats': ...}`.
+  - `rng`: a raw `uint32[2]` key; step `s` uses `fold_in(rng, s)`, so a resumed run draws the
+    same dropout masks as an uninterrupted one.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any
+  rng: jax.Array
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """The Linen variables to `apply` the model with: `{'params': ..., **model_state}`."""
+    return {"params": self.params, **self.model_state}
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths
+# ------------------------------------------------------------------------------------------------
+
+
+def key_name(key: Any) -> str:
+  """One pytree path entry as text: dict keys, attribute names and sequence indices alike."""
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def path_name(path: Sequence[Any]) -> str:
+  """A pytree path as `'params/Dense_0/kernel'`."""
+  return "/".join(key_name(k) for k in path)
+
+
+def _is_box(x: Any) -> bool:
+  return isinstance(x, nn.meta.AxisMetadata)
+
+
+def tree_signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """`{path: (shape, dtype)}` for every array leaf of a (possibly boxed) tree."""
+  flat = jax.tree_util.tree_flatten_with_path(nn.unbox(tree))[0]
+  return {path_name(p): (tuple(np.shape(x)), str(np.dtype(x.dtype))) for p, x in flat}
+
+
+def box_like_params(tree: Any, boxed_params: Any) -> Any:
+  """Boxes the leaves of `tree` (e.g. an optax state) that mirror a parameter like that parameter.
+
+  A leaf mirrors a parameter when its path ends with the parameter's path and it has the same
+  shape (Adam's `mu/Dense_0/kernel`); other leaves (counts, factored moments) stay unboxed and
+  get the default sharding.
+  """
+  boxes = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(boxed_params, is_leaf=_is_box)[0]:
+    if _is_box(leaf):
+      boxes[tuple(key_name(k) for k in path)] = leaf
+
+  def rebox(path, leaf):
+    names = tuple(key_name(k) for k in path)
+    for start in range(len(names)):
+      box = boxes.get(names[start:])
+      if box is not None and np.shape(box.unbox()) == np.shape(leaf):
+        return box.replace_boxed(leaf)
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(rebox, tree)
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation
+# ------------------------------------------------------------------------------------------------
+
+
+def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation,
+                 model_inputs: Sequence[jax.ShapeDtypeStruct]) -> Callable[[jax.Array], TrainState]:
+  """Returns `init(rng) -> TrainState` (boxed), to be traced by `create_sharded_state`.
+
+  `model_inputs` are the shapes and dtypes of the first `model.n_in` items of a global batch.
+  """
+  def init(rng: jax.Array) -> TrainState:
+    params_rng, dropout_rng, train_rng = jax.random.split(rng, 3)
+    inputs = pack([jnp.zeros(x.shape, x.dtype) for x in model_inputs])
+    variables = dict(model.init({"params": params_rng, "dropout": dropout_rng}, inputs))
+    boxed_params = variables.pop("params", {})
+    params = nn.unbox(boxed_params)
+    opt_state = box_like_params(optimizer.init(params), boxed_params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=boxed_params, opt_state=opt_state,
+                      model_state=variables, rng=train_rng)
+
+  return init
