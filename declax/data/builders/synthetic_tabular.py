@@ -16,10 +16,14 @@ interaction of `cat_2` with `x0`. Splits: 8000 train / 2000 test, generated dete
 Importing this module registers the dataset (`declax.data.register_dataset`) as kind
 `'supervised'` with `input_key=('cat_0', 'cat_1', 'cat_2', 'numeric')`, so a batch is
 `(cat_0, cat_1, cat_2, numeric, target)` — the inputs of
-`MultiEmbeddingModel(CARDINALITIES, d_feature, n_numeric=4)`.
+`MultiEmbeddingModel(CARDINALITIES, d_feature, n_numeric=4)` and a `(batch, 1)` target shaped
+like its output (train with `tl.L2Loss()`). Until `declax.data`'s batching takes several input
+keys, `batches()` below makes such batches from the prepared dataset.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -45,7 +49,7 @@ def effect_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def generate(n: int, seed: int) -> dict[str, np.ndarray]:
-    """`n` examples as columns: `cat_i` int32 (n,), `numeric` float32 (n, 4), `target` (n,)."""
+    """`n` examples as columns: `cat_i` int32 (n,), `numeric` float32 (n, 4), `target` (n, 1)."""
     rng = np.random.default_rng(seed)
     cats = [rng.integers(0, c, n).astype(np.int32) for c in CARDINALITIES]
     x = rng.normal(size=(n, N_NUMERIC)).astype(np.float32)
@@ -59,7 +63,7 @@ def generate(n: int, seed: int) -> dict[str, np.ndarray]:
         + rng.normal(0.0, NOISE_STD, n)
     )
     columns = {f"cat_{i}": c for i, c in enumerate(cats)}
-    return {**columns, "numeric": x, "target": target.astype(np.float32)}
+    return {**columns, "numeric": x, "target": target.astype(np.float32)[:, None]}
 
 
 class DeclaxSyntheticTabular(tfds.core.GeneratorBasedBuilder):
@@ -87,7 +91,7 @@ class DeclaxSyntheticTabular(tfds.core.GeneratorBasedBuilder):
                 {
                     **categorical,
                     "numeric": tfds.features.Tensor(shape=(N_NUMERIC,), dtype=np.float32),
-                    "target": tfds.features.Tensor(shape=(), dtype=np.float32),
+                    "target": tfds.features.Tensor(shape=(1,), dtype=np.float32),
                 }
             ),
         )
@@ -99,6 +103,38 @@ class DeclaxSyntheticTabular(tfds.core.GeneratorBasedBuilder):
         columns = generate(n, seed)
         for i in range(n):
             yield i, {k: v[i] for k, v in columns.items()}
+
+
+def to_batch(examples: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Stacked examples -> `(cat_0, cat_1, cat_2, numeric, target)` (int32 / float32 arrays)."""
+    cats = tuple(np.asarray(examples[k], np.int32) for k in INPUT_KEYS[:-1])
+    numeric = np.asarray(examples["numeric"], np.float32)
+    return (*cats, numeric, np.asarray(examples["target"], np.float32))
+
+
+def batches(
+    split: str, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+    num_epochs: int | None = None, data_dir: str | None = None,
+) -> Iterator[tuple[np.ndarray, ...]]:  # fmt: skip
+    """Batches `(cat_0, cat_1, cat_2, numeric, target)` of a split (prepared on first use).
+
+    Each epoch is a fresh permutation (seeded by `(seed, epoch)`) cut into full batches;
+    `num_epochs=None` repeats forever.
+
+    >>> x0, x1, x2, numeric, target = next(batches('train', 64))
+    """
+    from declax.data.sources import load_split, prepare  # late: sources imports the registry
+
+    _, builder = prepare(NAME, data_dir)
+    arrays = load_split(builder, split)
+    n = len(arrays["target"])
+    epoch = 0
+    while num_epochs is None or epoch < num_epochs:
+        order = np.random.default_rng((seed, epoch)).permutation(n) if shuffle else np.arange(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = order[start : start + batch_size]
+            yield to_batch({k: v[idx] for k, v in arrays.items()})
+        epoch += 1
 
 
 def spec() -> DatasetSpec:
