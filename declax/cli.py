@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,12 +21,29 @@ from ml_collections import config_flags
 
 __all__ = ["main"]
 
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  return int(value) if value else None
+
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
                                           "(configs/*.py) with get_config().", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the "
                                "resolved config; resumes if it holds a checkpoint.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
-                                 "first (multi-host runs; JAX detects the cluster).")
+                                 "first (multi-host runs; JAX detects the cluster, e.g. on TPU "
+                                 "VMs). Implied by --coordinator_address.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", os.environ.get("DECLAX_COORDINATOR"),
+    "host:port of process 0 for jax.distributed (env DECLAX_COORDINATOR).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", _env_int("DECLAX_NUM_PROCESSES"),
+    "Number of processes in a multi-host run (env DECLAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", _env_int("DECLAX_PROCESS_ID"),
+    "This process's index in a multi-host run (env DECLAX_PROCESS_ID).")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout", 300, "Seconds to wait for every process to join jax.distributed.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,7 +59,6 @@ def _config_keys(config, prefix: str = "") -> list[str]:
 def _suggest_config_key(argv: Sequence[str]) -> str | None:
   """For an unknown `--config.x.y`, the closest key of the config (or None)."""
   import importlib.util
-  import os
 
   config_path = None
   for i, arg in enumerate(argv):
@@ -67,10 +84,14 @@ def _suggest_config_key(argv: Sequence[str]) -> str | None:
 def _run(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _DISTRIBUTED.value:
+  if _DISTRIBUTED.value or _COORDINATOR.value:
     from declax.sharding import initialize_distributed
 
-    initialize_distributed()
+    if _COORDINATOR.value and (_NUM_PROCESSES.value is None or _PROCESS_ID.value is None):
+      raise app.UsageError("--coordinator_address needs --num_processes and --process_id "
+                           "(or DECLAX_NUM_PROCESSES / DECLAX_PROCESS_ID)")
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           initialization_timeout=_INIT_TIMEOUT.value)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
   from declax.training.from_config import train_and_evaluate
 

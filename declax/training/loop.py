@@ -179,6 +179,18 @@ class Loop:
     """`(step, loss)` of every step reported so far (the most recent 100k)."""
     return list(self._metrics.losses)
 
+  def lower_train_step(self) -> jax.stages.Lowered:
+    """The train step lowered for the current state and batch shapes, inside the mesh and rules.
+
+    For ahead-of-time inspection: `loop.lower_train_step().as_text()` is the StableHLO that
+    runs, `.compile().memory_analysis()` its memory.
+    """
+    batch_sh = sharding.batch_sharding(self.mesh)
+    batch = tuple(jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sh)
+                  for s in self._batch_specs)
+    with sharding.mesh_context(self.mesh, self.rules):
+      return self._train_step.lower(self.state, batch)
+
   # ==== The hot loop ============================================================================
 
   def run(self, n_steps: int = 1) -> None:
