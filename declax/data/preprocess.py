@@ -78,7 +78,10 @@ def make_batch_fn(
         return (x, y, (y != 0).astype(np.float32)) if weights else (x, y)
 
     def supervised(ex: dict[str, np.ndarray]) -> Batch:
-        x, y = np.asarray(ex[x_key]), _int32(np.asarray(ex[y_key]))
-        return (x, y, np.ones(y.shape, np.float32)) if weights else (x, y)
+        keys = x_key if isinstance(x_key, tuple) else (x_key,)  # several inputs: one per key
+        xs = tuple(np.asarray(ex[k]) for k in keys)
+        y = np.asarray(ex[y_key])
+        y = _int32(y) if np.issubdtype(y.dtype, np.integer) else y
+        return (*xs, y, np.ones(y.shape, np.float32)) if weights else (*xs, y)
 
     return {"image": image, "lm": lm, "supervised": supervised}[spec.kind]

@@ -25,7 +25,8 @@ class DatasetSpec:
     - `builder`: a `tfds.core.DatasetBuilder` subclass; None = `tfds.builder(name)`.
     - `kind`: `'image'` (uint8 images scaled to float32), `'lm'` (byte/token windows, targets
       derived from inputs, weights mask padding 0) or `'supervised'` (arrays passed through).
-    - `input_key`, `target_key`: feature names (`target_key` is unused for `'lm'`).
+    - `input_key`, `target_key`: feature names (`target_key` is unused for `'lm'`); a tuple
+      of input keys gives one batch item per key (several model inputs, e.g. tabular columns).
     - `n_classes` / `vocab_size`: for models and metrics.
     - `max_value`: the largest raw pixel value (images are divided by it).
     - `mean`, `std`: statistics of the scaled pixels, for `normalize='standardize'`.
@@ -37,7 +38,7 @@ class DatasetSpec:
     name: str
     builder: type[tfds.core.DatasetBuilder] | None = None
     kind: str = "supervised"
-    input_key: str = "image"
+    input_key: str | tuple[str, ...] = "image"
     target_key: str | None = "label"
     n_classes: int | None = None
     vocab_size: int | None = None

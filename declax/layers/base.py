@@ -85,7 +85,9 @@ def _caller_location() -> str:
   frame = sys._getframe(2)
   while frame is not None:
     filename = frame.f_code.co_filename
-    if not filename.startswith(_SKIPPED_DIRS) and not filename.startswith("<"):
+    # Subclasses that extend __post_init__ are part of the construction, not its call site.
+    if (not filename.startswith(_SKIPPED_DIRS) and not filename.startswith("<")
+        and frame.f_code.co_name != "__post_init__"):
       return f"{os.path.relpath(filename) if filename.startswith(os.getcwd()) else filename}:" \
              f"{frame.f_lineno}"
     frame = frame.f_back

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 import declax.layers as tl
-from declax.layers.base import Layer, Origin, _caller_location, constrain
+from declax.layers.base import Layer, constrain
 
 __all__ = ["REMAT_POLICIES", "Block", "ScanLayers", "compute_dtype", "remat_policy_fn"]
 
@@ -65,8 +65,6 @@ class Block(tl.Serial):
   prevent_cse: bool = True
 
   def __post_init__(self):
-    if self.origin is None:  # else the base would name this __post_init__ as the creation site
-      object.__setattr__(self, "origin", Origin(_caller_location(), self.name))
     if self.output_axes and len(self.output_axes) != len(self.layers):
       raise ValueError(f"{self.block_name}: output_axes has {len(self.output_axes)} entries for "
                        f"{len(self.layers)} sublayers")
@@ -115,8 +113,6 @@ class ScanLayers(Layer):
   n_layers: int = 1
 
   def __post_init__(self):
-    if self.origin is None:  # else the base would name this __post_init__ as the creation site
-      object.__setattr__(self, "origin", Origin(_caller_location(), self.name))
     if self.layer.n_in != self.layer.n_out:
       raise ValueError(f"ScanLayers: {self.layer.header} must have n_in == n_out to be "
                        f"repeated, has {self.layer.n_in} -> {self.layer.n_out}")
