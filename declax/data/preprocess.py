@@ -79,9 +79,9 @@ def make_batch_fn(
 
     def supervised(ex: dict[str, np.ndarray]) -> Batch:
         keys = x_key if isinstance(x_key, tuple) else (x_key,)  # several inputs: one per key
-        xs = tuple(np.asarray(ex[k]) for k in keys)
-        y = np.asarray(ex[y_key])
-        y = _int32(y) if np.issubdtype(y.dtype, np.integer) else y
+        as_jax = lambda a: _int32(a) if np.issubdtype(a.dtype, np.integer) else a  # no int64
+        xs = tuple(as_jax(np.asarray(ex[k])) for k in keys)
+        y = as_jax(np.asarray(ex[y_key]))
         return (*xs, y, np.ones(y.shape, np.float32)) if weights else (*xs, y)
 
     return {"image": image, "lm": lm, "supervised": supervised}[spec.kind]
