@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
       metric_names=("loss", "accuracy", "bits_per_byte"),
   )
 
+  config.sample = dict(prompt="def ", max_length=100, temperature=0.6)  # printed at the end
+
   config.mesh = dict(data=-1, fsdp=1, tensor=1)
   config.sharding_rules = {}
   return config

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -96,6 +97,12 @@ def _run(argv: Sequence[str]) -> None:
   from declax.training.from_config import train_and_evaluate
 
   loop = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  sample = _CONFIG.value.get("sample")
+  if sample and not loop.preempted and jax.process_index() == 0:
+    from declax.training.from_config import sample_from_workdir
+
+    for text in sample_from_workdir(_WORKDIR.value, **sample.to_dict()):
+      print(f"Sample:\n{text}", flush=True)
   if loop.preempted:
     print(f"Preempted at step {loop.step}: checkpoint saved in {_WORKDIR.value}; rerun the same "
           "command to resume.", flush=True)

@@ -38,8 +38,8 @@ from declax.training.optimizers import make_optimizer, make_schedule
 from declax.training.tasks import EvalTask, TrainTask
 
 __all__ = ["build_eval_task", "build_loop", "build_model", "build_optimizer", "build_train_task",
-           "flatten_config", "local_batch_size", "to_dict", "train_and_evaluate",
-           "write_config"]
+           "flatten_config", "load_config", "local_batch_size", "restore_from_workdir",
+           "sample_from_workdir", "to_dict", "train_and_evaluate", "write_config"]
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +229,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   finally:
     loop.close()
   return loop
+
+
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The resolved config a training run wrote to `workdir/config.json`."""
+  path = os.path.join(os.fspath(workdir), "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a declax training workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
+                         mode: str = "eval") -> tuple[Any, dict, ml_collections.ConfigDict, int]:
+  """`(model, variables, config, step)` of a training run, from its newest checkpoint (or `step`).
+
+  The model is rebuilt in `mode` from the workdir's config; the stored tree is checked against
+  it before anything is read (`CheckpointMismatchError` lists differing paths).
+
+  ```python
+  model, variables, config, step = restore_from_workdir('/tmp/declax/pysrc_lm')
+  logits = model.apply(variables, tokens)
+  ```
+  """
+  import jax.numpy as jnp
+
+  from declax import sharding
+  from declax.training.checkpoints import Checkpointer
+  from declax.training.state import make_init_fn
+
+  config = load_config(workdir)
+  model = build_model(config, mode=mode)
+  tx, _ = build_optimizer(config)
+  inputs = [jax.ShapeDtypeStruct((1, 1), jnp.int32)] * model.n_in  # params don't depend on it
+  init_fn = make_init_fn(model, tx, inputs)
+  mesh = sharding.mesh_from_config(to_dict(config.get("mesh")) or None)
+  rules = sharding.rules_from_config(to_dict(config.get("sharding_rules")) or None)
+  with sharding.mesh_context(mesh, rules):
+    abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+  target = sharding.abstract_with_shardings(
+      abstract, sharding.state_shardings(abstract, mesh, rules))
+  checkpointer = Checkpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+    state, _ = checkpointer.restore(step, target)
+  finally:
+    checkpointer.close()
+  return model, state.variables, config, step
+
+
+def sample_from_workdir(workdir: str | os.PathLike, prompt: str, max_length: int = 200,
+                        temperature: float = 0.8, top_k: int | None = None,
+                        num_samples: int = 1, seed: int = 0, eos_id: int | None = 0,
+                        step: int | None = None) -> list[str]:
+  """Continuations of `prompt` by a byte-level LM's checkpoint in `workdir` (decoded as UTF-8,
+  undecodable bytes replaced); sampling stops at `eos_id` (byte 0 ends a file in declax_pysrc).
+  """
+  import numpy as np
+
+  from declax.decoding import autoregressive_sample
+
+  model, variables, config, _ = restore_from_workdir(workdir, step)
+  vocab = config.model.get("vocab_size", 256)
+  if vocab != 256:
+    raise ValueError(f"this script encodes text as bytes; the model's vocab_size is {vocab}")
+  prefix = np.frombuffer(prompt.encode("utf-8"), np.uint8).astype(np.int32)
+  prefix = np.tile(prefix[None], (num_samples, 1))
+  max_len = config.model.get("max_len")  # Transformers: cache length
+  if max_len is not None:
+    max_length = min(max_length, max_len - prefix.shape[1])
+    if max_length < 1:
+      raise ValueError(f"the prompt ({prefix.shape[1]} bytes) fills the model's max_len "
+                       f"{max_len}")
+  tokens = autoregressive_sample(model, variables, prefix, max_length, temperature=temperature,
+                                 top_k=top_k, rng=jax.random.PRNGKey(seed), eos_id=eos_id)
+  texts = []
+  for row in np.asarray(tokens):
+    if eos_id is not None and (row == eos_id).any():
+      row = row[: int(np.argmax(row == eos_id))]
+    texts.append(prompt + bytes(row.astype(np.uint8).tolist()).decode("utf-8", "replace"))
+  return texts

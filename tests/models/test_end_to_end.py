@@ -10,10 +10,11 @@ import os
 import numpy as np
 import pytest
 
-from declax import registry
 from declax.data.builders import synthetic_tabular
-from declax.training import EvalTask, Loop, TrainTask
-from declax.training.from_config import build_model, build_optimizer, train_and_evaluate
+from declax.training.from_config import (
+  sample_from_workdir,
+  train_and_evaluate,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,8 +51,7 @@ def test_pysrc_rnn_lm_learns_python_and_samples(data_dir, tmp_path):
   metrics = final_eval(loop)
   # Uniform bytes cost 8 bits and the unigram distribution ~4.7 bits per byte.
   assert metrics["eval/bits_per_byte"] < 3.2, metrics
-  sample = load_module("scripts/sample.py")
-  texts = sample.sample(workdir, "def ", max_length=40, temperature=0.0, num_samples=1)
+  texts = sample_from_workdir(workdir, "def ", max_length=40, temperature=0.0, num_samples=1)
   assert texts[0].startswith("def ") and len(texts[0]) > 4
   assert all(ch.isprintable() or ch in "\n\t" for ch in texts[0]), texts[0]
 
@@ -69,24 +69,7 @@ def test_digits_wide_resnet_keeps_batch_stats(data_dir, tmp_path):
 
 def test_tabular_multi_embedding_finds_the_structure(data_dir, tmp_path):
   config = config_for("tabular_multi_embedding", data_dir)
-  train = synthetic_tabular.batches("train", config.train.batch_size, data_dir=data_dir)
-
-  def test_batches():
-    return synthetic_tabular.batches("test", config.data.eval_batch_size, shuffle=False,
-                                     num_epochs=1, data_dir=data_dir)
-
-  tx, schedule = build_optimizer(config)
-  task = TrainTask(train, registry.get_layer(config.train.loss), tx, lr_schedule=schedule,
-                   n_steps_per_checkpoint=config.train.checkpoint_every)
-  eval_task = EvalTask(test_batches, [registry.get_layer(m) for m in config.train.metrics],
-                       metric_names=config.train.metric_names, n_eval_batches=None)
-  loop = Loop(build_model(config), task, eval_tasks=[eval_task], output_dir=str(tmp_path / "t"),
-              eval_every=config.train.eval_every, log_every=config.train.log_every,
-              seed=config.train.seed)
-  try:
-    loop.run(config.train.steps)
-  finally:
-    loop.close()
+  loop = train_and_evaluate(config, str(tmp_path / "tabular"))
   target = synthetic_tabular.generate(2000, synthetic_tabular.SPLITS["test"][1])["target"]
   baseline = float(np.var(target))  # the MSE of predicting the mean (~4.1)
   mse = final_eval(loop)["eval/mse"]

@@ -23,8 +23,6 @@ keys, `batches()` below makes such batches from the prepared dataset.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -103,38 +101,6 @@ class DeclaxSyntheticTabular(tfds.core.GeneratorBasedBuilder):
         columns = generate(n, seed)
         for i in range(n):
             yield i, {k: v[i] for k, v in columns.items()}
-
-
-def to_batch(examples: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """Stacked examples -> `(cat_0, cat_1, cat_2, numeric, target)` (int32 / float32 arrays)."""
-    cats = tuple(np.asarray(examples[k], np.int32) for k in INPUT_KEYS[:-1])
-    numeric = np.asarray(examples["numeric"], np.float32)
-    return (*cats, numeric, np.asarray(examples["target"], np.float32))
-
-
-def batches(
-    split: str, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-    num_epochs: int | None = None, data_dir: str | None = None,
-) -> Iterator[tuple[np.ndarray, ...]]:  # fmt: skip
-    """Batches `(cat_0, cat_1, cat_2, numeric, target)` of a split (prepared on first use).
-
-    Each epoch is a fresh permutation (seeded by `(seed, epoch)`) cut into full batches;
-    `num_epochs=None` repeats forever.
-
-    >>> x0, x1, x2, numeric, target = next(batches('train', 64))
-    """
-    from declax.data.sources import load_split, prepare  # late: sources imports the registry
-
-    _, builder = prepare(NAME, data_dir)
-    arrays = load_split(builder, split)
-    n = len(arrays["target"])
-    epoch = 0
-    while num_epochs is None or epoch < num_epochs:
-        order = np.random.default_rng((seed, epoch)).permutation(n) if shuffle else np.arange(n)
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size]
-            yield to_batch({k: v[idx] for k, v in arrays.items()})
-        epoch += 1
 
 
 def spec() -> DatasetSpec:
