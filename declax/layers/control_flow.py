@@ -37,7 +37,19 @@ def _scan_layer(parent: Layer, carry: tuple, xs: tuple, axis: int,
   return scan(parent, tuple(carry), tuple(xs))
 
 
-class Scan(Layer):
+class SameArityAsLayer(Layer):
+  """Base of combinators that wrap one sublayer, `self.layer`, and keep its stack arity."""
+
+  @property
+  def n_in(self) -> int:
+    return self.layer.n_in
+
+  @property
+  def n_out(self) -> int:
+    return self.layer.n_out
+
+
+class Scan(SameArityAsLayer):
   """Applies `layer` cumulatively along `axis`, threading `n_carry` carry items through.
 
   `layer` takes `(x_1..x_k, carry_1..carry_n)` and returns `(y_1..y_m, new_carry_1..new_carry_n)`.
@@ -68,14 +80,6 @@ class Scan(Layer):
                        "outputs")
     super().__post_init__()
 
-  @property
-  def n_in(self) -> int:
-    return self.layer.n_in
-
-  @property
-  def n_out(self) -> int:
-    return self.layer.n_out
-
   @nn.compact
   def forward(self, *items):
     n_xs = self.layer.n_in - self.n_carry
@@ -90,7 +94,7 @@ class Scan(Layer):
     return (*ys, *new_carry)
 
 
-class Chunk(Layer):
+class Chunk(SameArityAsLayer):
   """Runs `layer` on the batch in chunks of `chunk_size` rows, one after another, to save memory.
 
   Each chunk's activations are recomputed in the backward pass. A batch that `chunk_size` does
@@ -105,14 +109,6 @@ class Chunk(Layer):
   layer: Layer
   chunk_size: int = 0
   pass_unchunkable: bool = True
-
-  @property
-  def n_in(self) -> int:
-    return self.layer.n_in
-
-  @property
-  def n_out(self) -> int:
-    return self.layer.n_out
 
   def forward(self, *items):
     if self.chunk_size == 0:
@@ -182,7 +178,7 @@ class Cond(Layer):
                    lambda mdl, *ops: mdl._branch(mdl.false, ops), self, *operands)
 
 
-class BatchLeadingAxes(Layer):
+class BatchLeadingAxes(SameArityAsLayer):
   """Applies `layer` to inputs with any number of leading axes by folding them into one batch.
 
   All but the last `n_last_axes_to_keep` axes of each input are merged into one batch axis for
@@ -195,14 +191,6 @@ class BatchLeadingAxes(Layer):
 
   layer: Layer
   n_last_axes_to_keep: int = 1
-
-  @property
-  def n_in(self) -> int:
-    return self.layer.n_in
-
-  @property
-  def n_out(self) -> int:
-    return self.layer.n_out
 
   def forward(self, *items):
     keep = self.n_last_axes_to_keep
