@@ -12,8 +12,12 @@ out_bias                                (d_feature,)                   ('embed',
 
 (the same layout as `flax.linen.MultiHeadDotProductAttention`'s `query/key/value/out`
 DenseGeneral kernels). Queries, keys and values are computed as `(batch, length, heads, d_head)`
-and combined by the fused `jax.nn.dot_product_attention`; only dropout on the attention weights
-(`dropout > 0` in `mode='train'`) takes an explicit softmax path.
+and combined by `declax.layers.attention_kernel.dot_product_attention`: by default on CPU declax's
+own formulation (a hand-written backward pass that stores only the softmax weights, and causal
+attention without a padding mask computed in blocks of queries that skip the keys they would all
+mask); on GPU/TPU, or with `implementation='xla'` or `'cudnn'` (cuDNN's flash attention), by
+`jax.nn.dot_product_attention`. Dropout on the attention weights (`dropout > 0` in
+`mode='train'`) takes an explicit softmax path.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from declax.layers.attention_kernel import dot_product_attention
 from declax.layers.base import Layer, constrain, param_init
 
 __all__ = ["Attention", "AttentionQKV", "CausalAttention", "PaddingMask"]
@@ -39,35 +43,6 @@ def _kw(default: Any) -> Any:
 
 def _check_shape(x: jax.Array, shape: tuple, message: str) -> None:
   chex.assert_shape(x, shape, custom_message=message)
-
-
-def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
-                          mask: jax.Array | None = None, is_causal: bool = False,
-                          dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None,
-                          implementation: str | None = None) -> jax.Array:
-  """`softmax(q k^T / sqrt(d_head)) v` on `(batch, length, heads, d_head)` arrays.
-
-  Without dropout this is `jax.nn.dot_product_attention` (fused). With `dropout_rate > 0` the
-  weights are computed explicitly (softmax in float32, masked logits filled like JAX does) and
-  dropped out with `dropout_rng`, scaling the kept weights by `1 / (1 - rate)`.
-  """
-  if dropout_rate == 0.0 or dropout_rng is None:
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
-                                        implementation=implementation)
-  logits_dtype = jnp.promote_types(query.dtype, jnp.float32)
-  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=logits_dtype)
-  logits = logits * jnp.asarray(1.0 / np.sqrt(query.shape[-1]), logits_dtype)
-  keep = jnp.ones((), bool)
-  if mask is not None:
-    keep = jnp.logical_and(keep, mask)
-  if is_causal:
-    t, s = logits.shape[-2:]
-    keep = jnp.logical_and(keep, jnp.tril(jnp.ones((t, s), bool)))
-  logits = jnp.where(keep, logits, -0.7 * jnp.finfo(jnp.float32).max)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  kept = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-  weights = jnp.where(kept, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  return jnp.einsum("bnts,bsnh->btnh", weights, value)
 
 
 class _MultiHeadAttention(Layer):

@@ -1,0 +1,49 @@
+"""Smoke tests: every benchmark runs end to end at tiny sizes (`--quick`) and prints its tables.
+
+No timing is asserted: the numbers of a loaded CI machine mean nothing. Each benchmark's `main`
+runs in this process (JAX starts once), with the smallest settings that still exercise every
+code path (compile, interleaved timing, memory/FLOP analysis, the Loop, scan_layers).
+"""
+
+import pytest
+
+from benchmarks import common, loop_overhead, mfu, overhead, scaling
+
+
+def test_overhead_quick_prints_ratios_and_targets():
+  text = overhead.main(["--quick", "--steps", "2", "--compile-repeats", "1"])
+  assert "| flax |" in text and "| declax |" in text and "| declax_step |" in text
+  assert "MLP step ratio" in text and "LM compile ratio" in text and "memory ratio" in text
+  assert "command: `python benchmarks/overhead.py --quick" in text
+
+
+def test_mfu_quick_with_profile():
+  text = mfu.main(["--quick", "--steps", "1", "--profile", "--no-baseline", "--compare-attention"])
+  assert "MFU (analytic)" in text and "| declax |" in text
+  assert "Where the time goes: declax" in text and "| declax_jax_attention |" in text
+
+
+def test_loop_overhead_quick():
+  text = loop_overhead.main(["--quick", "--models", "mlp", "--rounds", "1"])
+  assert "| mlp |" in text and "Loop.run overhead" in text
+
+
+def test_scaling_quick_covers_scan_and_batch():
+  text = scaling.main(["--quick", "--layers", "1", "--batches", "1", "--steps", "1"])
+  assert "step (scan)" in text and "tokens/s" in text
+
+
+def test_analytic_flops_match_the_issue():
+  # The issue's TransformerLM: ~92 GFLOP per step (forward + backward, full attention).
+  assert mfu.analytic_flops(overhead.LM_SIZES["full"]) == pytest.approx(91.8e9, rel=1e-3)
+
+
+def test_device_peaks_and_statistics():
+  class Device:
+    device_kind = "NVIDIA H100 80GB HBM3 SXM"
+
+  assert common.device_peak_flops(Device(), "bfloat16") == pytest.approx(989e12)
+  Device.device_kind = "Some Accelerator"
+  assert common.device_peak_flops(Device(), "bfloat16") is None
+  assert common.paired_ratio([2.0, 4.0, 6.0, 8.0], [1.0, 2.0, 3.0, 4.0])[0] == 2.0
+  assert common.markdown_table(["a", "b"], [[1, 2]]).splitlines()[2] == "| 1 | 2 |"
