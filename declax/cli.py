@@ -6,14 +6,21 @@ The config is locked: overriding a key it does not have is an error that names t
 The resolved config is written to `WORKDIR/config.json`; a workdir that already holds a
 checkpoint resumes from it. On SIGTERM the run saves a checkpoint at the current step and exits
 with status 0, so a scheduler can restart it with the same command.
+
+Errors that declax diagnoses (a bad config value, a mesh that does not fit, a damaged
+checkpoint, a NaN loss, ...; see docs/errors.md) print one `declax-train: error: ...` message
+and exit with status 1; `DECLAX_TRACEBACK=1` adds the traceback. Any other exception is printed
+with its traceback under a `declax-train: stopped by an unexpected ...` line.
 """
 
 from __future__ import annotations
 
 import difflib
+import linecache
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 import jax
@@ -96,7 +103,11 @@ def _run(argv: Sequence[str]) -> None:
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
   from declax.training.from_config import train_and_evaluate
 
-  loop = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except Exception as error:  # noqa: BLE001 - every failure gets a declax sentence on top
+    _report_failure(error)
+    sys.exit(1)
   sample = _CONFIG.value.get("sample")
   if sample and not loop.preempted and jax.process_index() == 0:
     from declax.training.from_config import sample_from_workdir
@@ -107,6 +118,42 @@ def _run(argv: Sequence[str]) -> None:
     print(f"Preempted at step {loop.step}: checkpoint saved in {_WORKDIR.value}; rerun the same "
           "command to resume.", flush=True)
   sys.exit(0)
+
+
+_DECLAX_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _raised_by_declax(error: BaseException) -> bool:
+  """True for an error that a declax `raise` statement wrote (a diagnosis, not a crash)."""
+  from declax.data.offline import DatasetUnavailableError
+  from declax.layers.base import LayerError
+
+  if isinstance(error, (LayerError, DatasetUnavailableError)):
+    return True
+  tb = error.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  if tb is None:
+    return False
+  filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+  line = linecache.getline(filename, tb.tb_lineno).strip()
+  return filename.startswith(_DECLAX_DIR + os.sep) and line.startswith("raise")
+
+
+def _report_failure(error: BaseException) -> None:
+  """Prints why the run stopped: declax's diagnosis alone, or a sentence over the traceback."""
+  name = type(error).__name__
+  if _raised_by_declax(error):
+    print(f"declax-train: error: {name}: {error}", file=sys.stderr)
+    if os.environ.get("DECLAX_TRACEBACK"):
+      traceback.print_exception(error, file=sys.stderr)
+    else:
+      print("(set DECLAX_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+    return
+  first = (str(error).strip().splitlines() or [""])[0][:300]
+  print(f"declax-train: stopped by an unexpected {name} (not diagnosed by declax; traceback "
+        f"below): {first}", file=sys.stderr)
+  traceback.print_exception(error, file=sys.stderr)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

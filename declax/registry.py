@@ -28,8 +28,9 @@ from typing import Any
 import optax
 
 __all__ = [
-    "RegistryError", "get_layer", "get_model", "get_optimizer", "layer_names", "model_names",
-    "optimizer_names", "register_layer", "register_model", "register_optimizer",
+    "RegistryArgumentError", "RegistryError", "get_layer", "get_model", "get_optimizer",
+    "layer_names", "model_names", "optimizer_names", "register_layer", "register_model",
+    "register_optimizer",
 ]
 
 
@@ -38,6 +39,11 @@ class RegistryError(KeyError):
 
   def __str__(self) -> str:  # KeyError would print the message with quotes around it
     return str(self.args[0]) if self.args else ""
+
+
+class RegistryArgumentError(TypeError):
+  """Keyword arguments (config keys) that a registered model or layer does not take, or
+  required ones that are missing; the message lists what it takes."""
 
 
 _MODELS: dict[str, Callable[..., Any]] = {}
@@ -58,7 +64,8 @@ _OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> RegistryError:
-  close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+  close = [k for k in known if k.lower() == name.lower()]
+  close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.5)
   hint = f" Did you mean {close[0]!r}?" if close else ""
   return RegistryError(f"Unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known)}")
 
@@ -73,6 +80,35 @@ def _register(table: dict, kind: str, fn: Callable | None, name: str | None,
     return f
 
   return add if fn is None else add(fn)
+
+
+def _build(kind: str, name: str, factory: Callable, kwargs: dict[str, Any]) -> Any:
+  """`factory(**kwargs)`, with arguments it does not take reported by name (config keys)."""
+  try:
+    signature = inspect.signature(factory)
+  except (TypeError, ValueError):  # no signature to check against
+    return factory(**kwargs)
+  parameters = signature.parameters
+  if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+    takes = [n for n, p in parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(takes))
+    if unknown:
+      hints = []
+      for key in unknown:
+        close = difflib.get_close_matches(key, takes, n=1, cutoff=0.6)
+        if close:
+          hints.append(f"{key!r} -> {close[0]!r}?")
+      hint = f" (did you mean {', '.join(hints)})" if hints else ""
+      raise RegistryArgumentError(f"{kind} {name!r} does not take argument(s) {unknown}{hint}; "
+                                  f"it takes: {', '.join(takes)}")
+    missing = [n for n, p in parameters.items()
+               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               and n not in kwargs]
+    if missing:
+      raise RegistryArgumentError(f"{kind} {name!r} needs argument(s) {missing}; it takes: "
+                                  f"{', '.join(takes)}")
+  return factory(**kwargs)
 
 
 def _public_callables(module: Any) -> dict[str, Callable]:
@@ -116,10 +152,10 @@ def get_model(name: str, **kwargs: Any) -> Any:
   ```
   """
   if name in _MODELS:
-    return _MODELS[name](**kwargs)
+    return _build("model", name, _MODELS[name], kwargs)
   models = _declax_models()
   if name in models:
-    return models[name](**kwargs)
+    return _build("model", name, models[name], kwargs)
   raise _unknown("model", name, model_names())
 
 
@@ -175,10 +211,10 @@ def get_layer(name: str, **kwargs: Any) -> Any:
   ```
   """
   if name in _LAYERS:
-    return _LAYERS[name](**kwargs)
+    return _build("layer", name, _LAYERS[name], kwargs)
   layers = _declax_layers()
   if name in layers:
-    return layers[name](**kwargs)
+    return _build("layer", name, layers[name], kwargs)
   raise _unknown("layer", name, layer_names())
 
 

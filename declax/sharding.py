@@ -267,6 +267,44 @@ def sharding_table(params: Any, mesh: Mesh, rules: Sequence[tuple] | None = None
 # ------------------------------------------------------------------------------------------------
 
 
+class PeerFailureError(RuntimeError):
+  """A collective or coordination call failed because another process of a multi-host job died
+  or became unreachable. `cause` is JAX's error."""
+
+
+# Substrings of JAX/XLA runtime errors that mean "another process is gone" (gloo's TCP
+# transport, the coordination service's heartbeats and barriers).
+_PEER_FAILURE_MARKERS = ("Gloo", "gloo", "Connection closed by peer", "Connection reset by peer",
+                         "heartbeat", "coordination service", "CoordinationService",
+                         "Barrier", "barrier", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+  """Whether `error` (raised in a multi-process run) says another process is gone."""
+  return jax.process_count() > 1 and any(m in str(error) for m in _PEER_FAILURE_MARKERS)
+
+
+@contextlib.contextmanager
+def peer_failures(what: str | Callable[[], str]) -> Iterator[None]:
+  """Turns JAX runtime errors that mean a dead peer into a `PeerFailureError` that says so.
+
+  `what` says what this process was doing (e.g. `'training step 12'`), or is a function
+  returning that when the error happens.
+  """
+  try:
+    yield
+  except Exception as error:
+    if not is_peer_failure(error) or isinstance(error, PeerFailureError):
+      raise
+    first = str(error).strip().splitlines()[0][:300]
+    doing = what() if callable(what) else what
+    raise PeerFailureError(
+        f"process {jax.process_index()} of {jax.process_count()} lost contact with another "
+        f"process during {doing}: {type(error).__name__}: {first}. Another process probably "
+        "died or hung (see its log). Restart every process with the same command to resume "
+        "from the newest checkpoint.") from error
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,
                            initialization_timeout: int = 300) -> None:
@@ -286,8 +324,9 @@ def initialize_distributed(coordinator_address: str | None = None,
 
 
 __all__ = [
-    "BATCH_AXES", "DEFAULT_MESH", "DEFAULT_RULES", "MESH_AXES", "ShardingError",
-    "abstract_with_shardings", "batch_sharding", "check_batch_size", "create_sharded_state",
-    "initialize_distributed", "leaf_spec", "mesh_context", "mesh_from_config", "replicated",
-    "rules_from_config", "shard_batch", "sharding_table", "state_shardings",
+    "BATCH_AXES", "DEFAULT_MESH", "DEFAULT_RULES", "MESH_AXES", "PeerFailureError",
+    "ShardingError", "abstract_with_shardings", "batch_sharding", "check_batch_size",
+    "create_sharded_state", "initialize_distributed", "is_peer_failure", "leaf_spec",
+    "mesh_context", "mesh_from_config", "peer_failures", "replicated", "rules_from_config",
+    "shard_batch", "sharding_table", "state_shardings",
 ]

@@ -62,7 +62,7 @@ def _describe_item(x: Any) -> str:
     return type(x).__name__
   kind = np.dtype(dtype)
   short = {"f": "f", "i": "i", "u": "u", "b": "bool", "c": "c"}.get(kind.kind, kind.name)
-  bits = "" if short == "bool" else str(kind.itemsize * 8)
+  bits = str(kind.itemsize * 8) if kind.kind in "fiuc" else ""
   if kind.name == "bfloat16":
     short, bits = "bf", "16"
   return f"{short}{bits}[{','.join(str(d) for d in shape)}]"
@@ -269,6 +269,7 @@ class Layer(nn.Module):
   def __call__(self, stack: Any = ()) -> Any:
     items = unpack(stack)
     try:
+      _check_item_types(items)
       inputs, passed = self._check_arity(items)
       outputs = unpack_outputs(self.forward(*inputs), self)
     except LayerError as error:
@@ -282,6 +283,18 @@ class Layer(nn.Module):
   def call_child(self, child: Layer, items: Sequence[Any]) -> tuple:
     """Runs a sublayer on stack items and returns its outputs as a tuple."""
     return unpack_outputs(child(pack(items)), child)
+
+
+def _check_item_types(items: Sequence[Any]) -> None:
+  """Stack items are arrays of numbers or booleans: strings, objects and None are refused here
+  rather than deep inside JAX."""
+  for index, item in enumerate(items):
+    if item is None or isinstance(item, (str, bytes)):
+      raise TypeError(f"stack item {index} is {item!r}; layers take arrays")
+    dtype = getattr(item, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind in "OSUMm":  # (bfloat16 is kind V)
+      raise TypeError(f"stack item {index} has dtype {np.dtype(dtype)} ({describe([item])}); "
+                      "layers take arrays of numbers or booleans")
 
 
 def _chain(frames: Sequence[Frame], cause: BaseException, layer: Layer) -> LayerError:

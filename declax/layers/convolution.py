@@ -128,6 +128,9 @@ class Conv(Layer):
         padding=_padding(self.padding, n),
         rhs_dilation=_spatial_option(self.kernel_dilation, n, "kernel_dilation", "Conv"),
         dimension_numbers=numbers, precision=self.precision)
+    if 0 in y.shape[1 : n + 1]:
+      raise ValueError(f"input {describe([x])} is too small for kernel_size={self.kernel_size} "
+                       f"with padding {self.padding!r}: the output {describe([y])} is empty")
     return y if bias is None else y + bias
 
 

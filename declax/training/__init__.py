@@ -5,7 +5,13 @@ from declax.training import EvalTask, Loop, TrainTask, make_optimizer, make_sche
 ```
 """
 
-from declax.training.checkpoints import Checkpointer, CheckpointMismatchError
+from declax.training.checkpoints import (
+    CheckpointCorruptedError,
+    Checkpointer,
+    CheckpointMismatchError,
+    CheckpointSaveError,
+)
+from declax.training.config_schema import ConfigError
 from declax.training.loop import Loop
 from declax.training.metric_writers import (
     ConsoleWriter,
@@ -21,13 +27,15 @@ from declax.training.optimizers import (
     make_optimizer,
     make_schedule,
 )
-from declax.training.reporting import NonFiniteLossError
+from declax.training.reporting import NonFiniteInputError, NonFiniteLossError
 from declax.training.state import TrainState
 from declax.training.tasks import EvalTask, TrainTask
+from declax.training.workdir import WorkdirError, WorkdirLockedError
 
 __all__ = [
-    "CheckpointMismatchError", "Checkpointer", "ConsoleWriter", "EvalTask", "JsonlWriter", "Loop",
-    "MetricWriter", "MultiWriter", "NonFiniteLossError", "TensorBoardWriter", "TrainState",
-    "TrainTask", "create_default_writer", "current_learning_rate", "decay_mask",
-    "make_optimizer", "make_schedule",
+    "CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError", "Checkpointer",
+    "ConfigError", "ConsoleWriter", "EvalTask", "JsonlWriter", "Loop", "MetricWriter",
+    "MultiWriter", "NonFiniteInputError", "NonFiniteLossError", "TensorBoardWriter", "TrainState",
+    "TrainTask", "WorkdirError", "WorkdirLockedError", "create_default_writer",
+    "current_learning_rate", "decay_mask", "make_optimizer", "make_schedule",
 ]

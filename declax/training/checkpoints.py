@@ -2,12 +2,16 @@
 
 A checkpoint is one step directory written by `orbax.checkpoint.CheckpointManager` holding three
 items: `state` (the `TrainState` arrays, sharded), `data` (the data iterators' `get_state()`, as
-JSON) and `meta` (JSON). Saves are asynchronous and atomic: Orbax writes into a temporary
-directory and renames it when complete, so a crash never leaves a half-written step behind.
+JSON) and `meta` (JSON). Saves are asynchronous and atomic: Orbax writes into
+`<step>.orbax-checkpoint-tmp` and renames it to `<step>` when complete, so a crash never leaves a
+half-written step where a restore would find it; such temporaries are deleted when the next
+`Checkpointer` opens the directory.
 
 Before restoring, the stored tree is compared with the state the model expects: any missing,
 unexpected or differently shaped leaf raises `CheckpointMismatchError` listing the paths, rather
-than loading part of it.
+than loading part of it. A step directory that cannot be read raises `CheckpointCorruptedError`,
+and a save that fails (a full disk, a lost file system) raises `CheckpointSaveError`; neither
+deletes or changes any checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import jax
@@ -23,7 +28,8 @@ import orbax.checkpoint as ocp
 
 from declax.training.state import path_name, tree_signature
 
-__all__ = ["CheckpointMismatchError", "Checkpointer", "gather_json", "local_position"]
+__all__ = ["CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError",
+           "Checkpointer", "gather_json", "local_position"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,52 @@ class CheckpointMismatchError(ValueError):
     lines += _listing("different shape/dtype (checkpoint vs model)",
                       [f"{p}: {_fmt(c)} vs {_fmt(m)}" for p, c, m in mismatched])
     super().__init__("\n".join(lines))
+
+
+class CheckpointCorruptedError(ValueError):
+  """A committed step directory that cannot be read (truncated or damaged files, a foreign
+  directory with a step's name). Nothing was restored and nothing was deleted.
+
+  Attributes `step`, `directory` (of the step) and `other_steps` (the other checkpoints).
+  """
+
+  def __init__(self, step: int, directory: str, reason: str, other_steps: list[int]):
+    self.step, self.directory, self.other_steps = step, directory, other_steps
+    if other_steps:
+      fallback = (f" To resume from step {other_steps[-1]}, the newest other checkpoint, move "
+                  f"it aside: mv {directory} {directory}.corrupt")
+    else:
+      fallback = (f" There is no other checkpoint; move it aside (mv {directory} "
+                  f"{directory}.corrupt) to start from step 0.")
+    super().__init__(f"checkpoint step {step} in {directory} cannot be read: {reason}. Nothing "
+                     f"was restored or deleted.{fallback}")
+
+
+class CheckpointSaveError(RuntimeError):
+  """Writing a checkpoint failed (e.g. no space left on the device). The incomplete step is
+  never loaded (it has no commit) and earlier checkpoints are untouched.
+
+  Attributes `step` (the step that failed), `directory` and `last_good_step` (or None).
+  """
+
+  def __init__(self, step: int | None, directory: str, cause: BaseException,
+               last_good_step: int | None):
+    self.step, self.directory, self.last_good_step = step, directory, last_good_step
+    what = f"step {step}" if step is not None else "a checkpoint"
+    kept = (f"the newest complete checkpoint, step {last_good_step}, is intact"
+            if last_good_step is not None else "no earlier checkpoint exists")
+    super().__init__(f"could not save {what} in {directory}: {_short(cause)}. Training stopped; "
+                     f"{kept} (the incomplete {what} is never loaded and is removed on the next "
+                     "start). Fix the cause (free disk space?) and rerun to resume.")
+
+
+def _short(error: BaseException, limit: int = 400) -> str:
+  """`Type: first line of the message`, cut to about `limit` characters."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = re.sub(r"\s*\[tensorstore_spec=.*", "", text)  # a page of JSON, no news in it
+  if len(text) > limit:  # keep the start (what failed) and the end (the OS's reason)
+    text = f"{text[: limit // 2]} [...] {text[-limit // 2:]}"
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _fmt(signature: tuple) -> str:
@@ -137,13 +189,20 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
                async_save: bool = True):
     self.directory = os.path.abspath(os.fspath(directory))
+    # `cleanup_tmp_directories`: a step whose save was cut short (SIGKILL, a full disk) is left
+    # as `<step>.orbax-checkpoint-tmp`; without the cleanup such leftovers of steps that are
+    # never saved again would pile up.
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save)
+                                           enable_async_checkpointing=async_save,
+                                           cleanup_tmp_directories=True)
     # Declaring the handlers lets a fresh manager read the stored tree's metadata on resume.
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler()}
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=handlers)
+    self._async = async_save
+    self._pending_step: int | None = None  # the step of the save that may still be running
+    self._failed = False
 
   # -- queries --------------------------------------------------------------------------------
 
@@ -172,21 +231,56 @@ class Checkpointer:
         data=ocp.args.JsonSave(data_state or {}),
         meta=ocp.args.JsonSave({"step": int(step), "format_version": FORMAT_VERSION}),
     )
-    return bool(self._manager.save(step, args=args, force=force))
+    self.wait_until_finished()  # a failure of the previous save is reported as that step's
+    self._pending_step = int(step)
+    try:
+      started = bool(self._manager.save(step, args=args, force=force))
+    except Exception as error:
+      raise self._save_error(error) from error
+    if not self._async:  # already written
+      self._pending_step = None
+    return started
 
   def wait_until_finished(self) -> None:
-    """Blocks until pending asynchronous saves are on disk (and committed)."""
-    self._manager.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk (and committed).
+
+    Raises `CheckpointSaveError` if one of them failed.
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception as error:
+      raise self._save_error(error) from error
+    self._pending_step = None
+
+  def _save_error(self, error: Exception) -> CheckpointSaveError:
+    self._failed = True
+    step, self._pending_step = self._pending_step, None
+    good = [s for s in self._committed_steps() if s != step]
+    log.error("Saving checkpoint step %s in %s failed: %s", step, self.directory, error)
+    return CheckpointSaveError(step, self.directory, error, good[-1] if good else None)
+
+  def _committed_steps(self) -> list[int]:
+    """Steps whose directory is in place (renamed from its temporary, i.e. committed)."""
+    try:
+      names = os.listdir(self.directory)
+    except OSError:
+      return []
+    return sorted(int(n) for n in names
+                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
 
   # -- restoring ------------------------------------------------------------------------------
 
   def check(self, step: int, abstract_state: Any) -> None:
     """Raises `CheckpointMismatchError` unless step `step` stores exactly `abstract_state`'s
     leaves (same paths, shapes and dtypes)."""
-    metadata = self._manager.item_metadata(step)
-    stored_state = metadata["state"] if "state" in metadata.keys() else None
+    try:
+      metadata = self._manager.item_metadata(step)
+      stored_state = metadata["state"] if "state" in metadata.keys() else None
+    except Exception as error:  # noqa: BLE001 - any unreadable metadata is a damaged step
+      raise self._corrupted(step, _short(error)) from error
     if stored_state is None:
-      raise CheckpointMismatchError(self._step_dir(step), ["<the whole train state>"], [], [])
+      raise self._corrupted(step, "it holds no train state (an incomplete copy, or not a "
+                            "declax checkpoint)")
     stored = _metadata_signature(stored_state)
     missing, unexpected, mismatched = compare_trees(stored, tree_signature(abstract_state))
     if missing or unexpected or mismatched:
@@ -198,17 +292,40 @@ class Checkpointer:
     Returns `(state, data_state)`. The stored tree is checked against `abstract_state` first.
     """
     self.check(step, abstract_state)
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if "data" in self._manager.item_metadata(step).keys():
-      items["data"] = ocp.args.JsonRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    data_state = restored["data"] if "data" in items else None
+    try:
+      items = {"state": ocp.args.StandardRestore(abstract_state)}
+      if "data" in self._manager.item_metadata(step).keys():
+        items["data"] = ocp.args.JsonRestore()
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+      data_state = restored["data"] if "data" in items else None
+      if data_state is not None and not isinstance(data_state, dict):
+        raise TypeError(f"its data position is a {type(data_state).__name__}, not a dict")
+    except Exception as error:  # noqa: BLE001 - the tree matched: unreadable files are damage
+      raise self._corrupted(step, _short(error)) from error
     return restored["state"], dict(data_state or {})
+
+  def _corrupted(self, step: int, reason: str) -> CheckpointCorruptedError:
+    others = [s for s in self._committed_steps() if s != step]
+    return CheckpointCorruptedError(step, self._step_dir(step), reason, others)
 
   def _step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager's resources."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves and releases the manager's resources.
+
+    A save failure that was already raised is not raised again.
+    """
+    reported = self._failed
+    try:
+      self.wait_until_finished()
+    except CheckpointSaveError:
+      if not reported:
+        raise
+    finally:
+      try:
+        self._manager.close()
+      except Exception as error:  # noqa: BLE001 - closing after a failed save
+        if not self._failed:
+          raise
+        log.warning("Closing the checkpoint manager after a failed save: %s", error)

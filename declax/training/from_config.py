@@ -33,6 +33,7 @@ import ml_collections
 import optax
 
 from declax import registry
+from declax.training.config_schema import validate_config
 from declax.training.loop import Loop
 from declax.training.optimizers import make_optimizer, make_schedule
 from declax.training.tasks import EvalTask, TrainTask
@@ -184,7 +185,12 @@ def build_eval_task(config: ml_collections.ConfigDict) -> EvalTask | None:
 
 def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
                **loop_kwargs: Any) -> Loop:
-  """The `Loop` a config describes, checkpointing into `workdir` (resuming if it holds one)."""
+  """The `Loop` a config describes, checkpointing into `workdir` (resuming if it holds one).
+
+  The config is checked first (`validate_config`: unknown, missing or unusable keys raise
+  `ConfigError`).
+  """
+  validate_config(config)
   train = config.train
   eval_task = build_eval_task(config)
   options = dict(
@@ -219,10 +225,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   Returns the `Loop` (check `loop.preempted`: True if it stopped early on SIGTERM).
   """
-  if workdir is not None:
-    write_config(config, workdir)
-  loop = build_loop(config, workdir, **loop_kwargs)
+  loop = build_loop(config, workdir, **loop_kwargs)  # locks the workdir before writing to it
   try:
+    if workdir is not None:
+      write_config(config, workdir)
     remaining = int(config.train.steps) - loop.step
     if remaining > 0:
       loop.run(remaining)

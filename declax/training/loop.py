@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,10 +40,16 @@ from declax.training.metric_writers import (
 )
 from declax.training.prefetch import Prefetcher
 from declax.training.progress import Progress
-from declax.training.reporting import MetricsBuffer, NonFiniteLossError
+from declax.training.reporting import (
+    MetricsBuffer,
+    NonFiniteInputError,
+    NonFiniteLossError,
+    check_finite_batch,
+)
 from declax.training.state import make_init_fn
 from declax.training.step import make_eval_step, make_train_step
 from declax.training.tasks import EvalTask, TrainTask
+from declax.training.workdir import check_writable, lock_workdir
 
 __all__ = ["Loop"]
 
@@ -74,6 +81,11 @@ class Loop:
   - `print_summary`: write the model summary and parameter count at construction.
   - `prefetch`: read and place this many training batches ahead in a background thread
     (0: read each batch in the training thread).
+  - `check_inputs`: stop with `NonFiniteInputError` on a training batch holding NaN or inf
+    (checked on the host, in the prefetch thread).
+
+  The `output_dir` is locked while the loop uses it (`declax.training.workdir`): a second run
+  on the same directory fails with `WorkdirLockedError` instead of corrupting checkpoints.
   """
 
   def __init__(self, model: nn.Module, tasks: TrainTask | Sequence[TrainTask],
@@ -85,7 +97,7 @@ class Loop:
                keep_checkpoints: int | None = 3, async_checkpoints: bool = True, seed: int = 0,
                rng_streams: Sequence[str] = ("dropout",), writers: MetricWriter | None = None,
                hparams: Mapping[str, Any] | None = None, handle_signals: bool = True,
-               print_summary: bool = True, prefetch: int = 2):
+               print_summary: bool = True, prefetch: int = 2, check_inputs: bool = True):
     # ==== Tasks and models ======================================================================
     tasks = [tasks] if isinstance(tasks, TrainTask) else list(tasks)
     if len(tasks) != 1 or not isinstance(tasks[0], TrainTask):
@@ -102,6 +114,7 @@ class Loop:
     self._log_every = log_every
     self._handle_signals = handle_signals
     self._prefetch_depth = prefetch
+    self._check_inputs = check_inputs
     self._prefetcher: Prefetcher | None = None
     self.preempted = False
     self._stop_requested = False
@@ -110,6 +123,13 @@ class Loop:
     self.mesh = mesh if isinstance(mesh, Mesh) else sharding.mesh_from_config(mesh)
     self.rules = sharding.rules_from_config(sharding_rules)
     self.output_dir = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
+    self._workdir_lock = None
+    if self.output_dir is not None:  # before anything writes there (or cleans up temporaries)
+      if jax.process_index() == 0:
+        self._workdir_lock = lock_workdir(self.output_dir)
+        weakref.finalize(self, self._workdir_lock.release)  # also if __init__ fails below
+      else:
+        check_writable(self.output_dir)
     self._writer = writers if writers is not None else create_default_writer(self.output_dir)
     self.checkpointer = None
     if self.output_dir is not None:
@@ -139,7 +159,15 @@ class Loop:
     else:
       target = sharding.abstract_with_shardings(abstract, self._state_shardings)
       self.state, data_state = self.checkpointer.restore(latest, target)
-      self._task.set_data_state(local_position(data_state.get("train")))
+      try:
+        self._task.set_data_state(local_position(data_state.get("train")))
+      except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"cannot resume the training data at checkpoint step {latest} "
+            f"({self.checkpointer.directory}): {str(error).rstrip('.')}. The data settings "
+            "(dataset, batch size, seed, number of processes) must be those of the run that "
+            "saved it."
+        ) from error
       log.info("Resumed from %s at step %d", self.checkpointer.directory, latest)
     self._step = int(jax.device_get(self.state.step))
 
@@ -206,7 +234,8 @@ class Loop:
       w.total_steps = end
     progress = Progress(total_steps=end, batch_size=self._batch_specs[0].shape[0])
     progress.start(start)
-    with self._signals(), sharding.mesh_context(self.mesh, self.rules):
+    with (self._signals(), sharding.peer_failures(lambda: f"training step {self._step + 1}"),
+          sharding.mesh_context(self.mesh, self.rules)):
       for step in range(start + 1, end + 1):
         batch = self._next_batch(step)
         self.state, metrics = self._train_step(self.state, batch)
@@ -224,6 +253,8 @@ class Loop:
           break
         if self._checkpoint_every and step % self._checkpoint_every == 0 and step != end:
           self._check_metrics()
+          if self._metrics.has_due:  # log what is due before the checkpoint: a crash after
+            self._report(progress, everything=False)  # it must not lose those log lines
           with progress.pause():
             self.save_checkpoint()
         if step % self._eval_every == 0 and self._eval_tasks and step != end:
@@ -239,15 +270,27 @@ class Loop:
   def _next_batch(self, step: int) -> tuple:
     try:
       if self._prefetch_depth <= 0:
-        return sharding.shard_batch(self._task.next_batch(), self.mesh)
+        return self._place_batch(self._task.next_batch())
       if self._prefetcher is None:
-        self._prefetcher = Prefetcher(self._task.next_batch,
-                                      lambda b: sharding.shard_batch(b, self.mesh),
+        self._prefetcher = Prefetcher(self._task.next_batch, self._place_batch,
                                       self._task.data_state, depth=self._prefetch_depth)
       return next(self._prefetcher)
     except StopIteration:
       raise ValueError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
                        "training data must be an endless iterator (num_epochs=None)") from None
+    except NonFiniteInputError as error:
+      latest = directory = None
+      if self.checkpointer is not None:
+        self.checkpointer.wait_until_finished()
+        latest, directory = self.checkpointer.latest_step(), self.checkpointer.directory
+      raise NonFiniteInputError(error.item, error.description, error.counts, step, latest,
+                                directory) from None
+
+  def _place_batch(self, batch: Any) -> tuple:
+    """Checks a host batch (`check_inputs`) and places it on the mesh."""
+    if self._check_inputs:
+      check_finite_batch(batch)
+    return sharding.shard_batch(batch, self.mesh)
 
   def _data_position(self) -> Any:
     """The data state after the last batch trained on (not the ones read ahead)."""
@@ -351,9 +394,13 @@ class Loop:
       self._prefetcher.close()
       self._task.set_data_state(self._prefetcher.position)  # rewind what was read ahead
       self._prefetcher = None
-    if self.checkpointer is not None:
-      self.checkpointer.close()
-    self._writer.close()
+    try:
+      if self.checkpointer is not None:
+        self.checkpointer.close()
+      self._writer.close()
+    finally:
+      if self._workdir_lock is not None:
+        self._workdir_lock.release()
 
   def __enter__(self) -> Loop:
     return self

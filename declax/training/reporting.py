@@ -21,7 +21,7 @@ from clu import metrics as clu_metrics
 
 from declax.training.step import WeightedAverage
 
-__all__ = ["MetricsBuffer", "NonFiniteLossError"]
+__all__ = ["MetricsBuffer", "NonFiniteInputError", "NonFiniteLossError", "check_finite_batch"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,6 +38,46 @@ class NonFiniteLossError(FloatingPointError):
     super().__init__(f"training loss is {value} at step {step}: stopping{where}. Lower the "
                      "learning rate, clip gradients (config.optimizer.clip_norm) or check the "
                      "data for NaNs.")
+
+
+class NonFiniteInputError(NonFiniteLossError):
+  """A training batch holds NaN or infinite values; the loop stopped before training on it.
+
+  A `NonFiniteLossError` (the loss would be non-finite) whose cause was found in the inputs:
+  `item` is the index of the bad array in the batch tuple, `counts` its `(n_nan, n_inf)`.
+  """
+
+  def __init__(self, item: int, description: str, counts: tuple[int, int],
+               step: int | None = None, last_checkpoint: int | None = None,
+               directory: str | None = None):
+    self.item, self.description, self.counts = item, description, counts
+    self.step, self.value, self.last_checkpoint = step, float("nan"), last_checkpoint
+    at = f" at step {step}" if step is not None else ""
+    where = (f"; the last good checkpoint is step {last_checkpoint} in {directory}"
+             if last_checkpoint is not None else "")
+    FloatingPointError.__init__(
+        self, f"training inputs are non-finite{at}: item {item} of the batch ({description}) "
+        f"has {counts[0]} NaN and {counts[1]} infinite values; stopped before training on "
+        f"it{where}. Clean the data, or pass Loop(check_inputs=False) to train on it anyway.")
+
+  def __reduce__(self):
+    return (type(self), (self.item, self.description, self.counts, self.step,
+                         self.last_checkpoint))
+
+
+def check_finite_batch(batch: Any) -> Any:
+  """Returns `batch` (a tuple of host arrays), or raises `NonFiniteInputError` if a floating
+  item holds NaN or inf. Integer items (ids, labels) are not looked at."""
+  from declax.layers.base import describe
+
+  for index, item in enumerate(batch):
+    array = np.asarray(item)
+    if array.dtype.kind not in "fc" or np.isfinite(array).all():
+      continue
+    n_nan = int(np.isnan(array).sum())
+    raise NonFiniteInputError(index, describe([array]), (n_nan, int(array.size
+                              - np.isfinite(array).sum() - n_nan)))
+  return batch
 
 
 class MetricsBuffer:

@@ -1,0 +1,113 @@
+"""The bad-input catalogue: one id per bad input, with the part of the message users see that
+the tests assert on. docs/errors.md lists every id with its full message; `test_catalogue.py`
+checks that each fragment below appears there verbatim and that a test uses every id.
+
+The fragments leave out what varies between runs (paths, file:line, PIDs).
+"""
+
+CATALOGUE: dict[str, str] = {
+    # ---- Layers ---------------------------------------------------------------------------------
+    "L1": "Serial[1] > Dense_4: ValueError: input f32[2,5] has 5 features on its last axis, but "
+          "the kernel is f32[3,4] (inputs (..., 3))",
+    "L2": "Dense_4: ValueError: expects inputs of shape (..., d_in), got a scalar f32[]",
+    "L3": "Dense_4: TypeError: stack item 0 has dtype <U1 (str32[1,3]); layers take arrays of "
+          "numbers or booleans",
+    "L4": "Conv: ValueError: expects inputs of rank 4 (batch, height, width, channels) for a 2-D "
+          "window, got f32[8,8,3]",
+    "L5": "Conv: ValueError: input f32[1,8,8,4] has 4 channels, but the kernel has shape "
+          "(3, 3, 3, 8) (kernel_size + (in_channels=3, filters))",
+    "L6": "Conv: ValueError: input f32[1,2,2,3] is too small for kernel_size=(3, 3) with padding "
+          "'VALID': the output f32[1,0,0,8] is empty",
+    "L7": "Embedding_10_4: TypeError: ids must have an integer dtype, got float32 (f32[2]); cast "
+          "them with ids.astype(jnp.int32)",
+    "L8": "Embedding_10_4: ValueError: 1 id(s) outside [0, 10), e.g. 12",
+    "L9": "out_of_range='clip'",
+    "L10": "Embedding: out_of_range must be one of ('clip', 'fill', 'raise'), got 'wrap'",
+    "L11": "CausalAttention: AssertionError: [Chex] Assertion assert_shape failed: Error in shape "
+           "compatibility check: input 0 has shape (5, 8) but expected (None, None, 8). [x must "
+           "be (batch, length, d_feature=8)]",
+    "L12": "input 0 has shape (2, 5, 6) but expected (None, None, 8). [x must be (batch, length, "
+           "d_feature=8)]",
+    "L13": "CausalAttention: d_feature=8 is not divisible by n_heads=3",
+    "L14": "[mask must be 4-d, e.g. (batch, 1, 1, length) from PaddingMask]",
+    "L15": "Serial: ValueError: Serial_in2 got 1 input(s), expects 2",
+    "L16": "Parallel: ValueError: Parallel_in2_out2 got 1 input(s), expects 2",
+    "L17": "Parallel needs at least two sublayers, got 1",
+    "L18": "Branch: ValueError: Branch_in2_out2 got 1 input(s), expects 2",
+    "L19": "Select: index 3 is out of range for n_in=2",
+    "L20": "Select[0,2]: ValueError: Select[0,2]_in3_out2 got 2 input(s), expects 3",
+    "L21": "Cond: branches differ in arity: true Dup_out2 is 1->2, false the identity "
+           "(false=None) is 1->1",
+    "L22": "Cond: TypeError: Cond: the condition Positive must return a boolean scalar, got "
+           "float32[]",
+    "L23": "Fn 'F': argument 'y' has a default value; use functools.partial or a closure to fix "
+           "it instead",
+    "L24": "F: ValueError: F_out2 returned 1 output(s), but n_out is 2",
+    "L25": "Dropout: mode must be one of ('train', 'eval', 'predict'), got 'training'",
+    "L26": "CrossEntropyLoss: ValueError: targets i32[5] must have the shape of model_output "
+           "f32[4,3] without its last (class) axis, i.e. (4,)",
+    "L27": "CrossEntropyLoss: TypeError: targets must be integer class ids, got f32[4]",
+    "L28": "CrossEntropyLoss: ValueError: weights f32[3] do not broadcast to the targets' shape "
+           "i32[4]",
+    "L29": "Dense_4: TypeError: stack item 0 is None; layers take arrays",
+    # ---- Configs, registries, command line ------------------------------------------------------
+    "C1": "unknown config key --config.train.stepz; did you mean --config.train.steps?",
+    "C2": "FATAL Flags parsing error: flag --config.train.steps=ten: invalid literal for int() "
+          "with base 10: 'ten'",
+    "C3": "config.train.eval_evry is not a known key; did you mean config.train.eval_every?",
+    "C4": "config.train.steps is missing (required)",
+    "C5": "config.train.batch_size must be an integer >= 1, got 0",
+    "C6": "Unknown model 'Transformerlm'. Did you mean 'TransformerLM'? Known models:",
+    "C7": "model 'MLP' does not take argument(s) ['layer_width'] (did you mean 'layer_width' -> "
+          "'layer_widths'?); it takes: layer_widths, n_classes",
+    "C8": "Unknown optimizer 'adamx'. Did you mean 'adam'? Known optimizers: adafactor, adam, "
+          "adamw, lion, momentum, sgd",
+    "C9": "adamw got unknown arguments ['beta2']",
+    "C10": "Unknown schedule 'cosine'; known schedules:",
+    "C11": "Unknown layer 'CrossEntropy'. Did you mean 'CrossEntropyLoss'?",
+    "C12": "declax-train: error: RegistryError: Unknown model 'MLPP'. Did you mean 'MLP'?",
+    "C13": "config.optimizer is missing (config.optimiser looks misspelt)",
+    # ---- Meshes and batches ---------------------------------------------------------------------
+    "S1": "config.mesh {'data': 2}: data*fsdp*tensor = 2, but 1 devices are available (set one "
+          "axis to -1 to use the rest)",
+    "S2": "config.mesh: unknown axis ['model']; the mesh axes are ('data', 'fsdp', 'tensor')",
+    "S3": "only one axis may be -1, got ['data', 'fsdp']",
+    "S4": "config.train.batch_size=6 is not divisible by the mesh's data*fsdp = 4",
+    "S5": "config.sharding_rules['embed']: unknown mesh axis ['model']; the mesh axes are",
+    "S6": "config.train.batch_size=9 is not divisible by the 2 processes",
+    # ---- Data -----------------------------------------------------------------------------------
+    "D1": "Unknown dataset 'declax_digitz'. Registered declax datasets:",
+    "D2": "Dataset 'mnist' is unavailable",
+    "D3": "dataset 'declax_digits' has no split 'validation'",
+    "D4": "cannot resume the training data at checkpoint step 2",
+    # ---- Training -------------------------------------------------------------------------------
+    "T1": "training loss is nan at step 3: stopping; the last good checkpoint is step 2 in",
+    "T2": "training inputs are non-finite at step 3: item 0 of the batch (f32[8,4,4,1]) has 1 "
+          "NaN and 1 infinite values; stopped before training on it; the last good checkpoint "
+          "is step 2 in",
+    "T3": "the TrainTask's labeled_data ran out of batches at step 3; training data must be an "
+          "endless iterator (num_epochs=None)",
+    "T4": "TrainTask: optimizer must be an optax.GradientTransformation, got function",
+    "T5": "CrossEntropyLoss: ValueError: targets i32[8,1] must have the shape of model_output "
+          "f32[8,3] without its last (class) axis, i.e. (8,)",
+    "T6": "training loss is nan at step 1",
+    # ---- Work directory and checkpoints ---------------------------------------------------------
+    "K1": "is not writable (NotADirectoryError: Not a directory); choose another one (--workdir / "
+          "output_dir) or fix its permissions",
+    "K2": "is in use by another declax run (pid",
+    "K3": "Taking over the lock of",
+    "K4": "foreign files are left alone",
+    "K5": "stale temporaries are removed",
+    "K6": "does not match the model's train state (a different model or optimizer?); nothing was "
+          "restored.",
+    "K7": "cannot be read: ValueError: OUT_OF_RANGE: Error opening \"zarr\" driver",
+    "K8": "cannot be read: it holds no train state (an incomplete copy, or not a declax "
+          "checkpoint). Nothing was restored or deleted.",
+    "K9": "cannot be read: JSONDecodeError",
+    "K10": "No space left on device",  # OSError or tensorstore's RESOURCE_EXHAUSTED
+    "K11": "a half-written checkpoint is never loaded",
+    # ---- Several processes ----------------------------------------------------------------------
+    "M1": "process 0 of 2 lost contact with another process during training step",
+    "M2": "Terminating process because the JAX distributed service detected fatal errors",
+    "M3": "The following tasks are unhealthy (stopped sending heartbeats)",
+}
