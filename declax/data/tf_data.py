@@ -21,8 +21,8 @@ TF_SUBDIR = "tfrecord"
 
 
 def tf_data_dir(data_dir: str | None = None) -> str:
-    """Where the tfrecord copies live: `<resolve_data_dir(data_dir)>/tfrecord`."""
-    return os.path.join(resolve_data_dir(data_dir), TF_SUBDIR)
+  """Where the tfrecord copies live: `<resolve_data_dir(data_dir)>/tfrecord`."""
+  return os.path.join(resolve_data_dir(data_dir), TF_SUBDIR)
 
 
 def make_tf_pipeline(
@@ -44,35 +44,35 @@ def make_tf_pipeline(
     cache: bool = True,
     **builder_kwargs: Any,
 ) -> Iterator[Batch]:
-    """`make_pipeline`'s batches (same tuples, dtypes and preprocessing) from `tfds` + tf.data.
+  """`make_pipeline`'s batches (same tuples, dtypes and preprocessing) from `tfds` + tf.data.
 
-    Shards are equally long; `cache` keeps decoded examples in memory after the first epoch.
+  Shards are equally long; `cache` keeps decoded examples in memory after the first epoch.
 
-    >>> batches = make_tf_pipeline('declax_digits', 'train', 128, num_epochs=1)
-    >>> x, y = next(batches)
-    """
-    try:
-        import tensorflow as tf
-    except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(
-            "make_tf_pipeline needs TensorFlow: pip install 'declax[tf]' "
-            "(declax.data.make_pipeline does not)"
-        ) from e
-    import tensorflow_datasets as tfds
+  >>> batches = make_tf_pipeline('declax_digits', 'train', 128, num_epochs=1)
+  >>> x, y = next(batches)
+  """
+  try:
+    import tensorflow as tf
+  except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(
+        "make_tf_pipeline needs TensorFlow: pip install 'declax[tf]' "
+        "(declax.data.make_pipeline does not)"
+    ) from e
+  import tensorflow_datasets as tfds
 
-    check_options(normalize=normalize, lm_format=lm_format)
-    spec, builder = prepare(name, tf_data_dir(data_dir), file_format="tfrecord", **builder_kwargs)
-    to_batch = make_batch_fn(
-        spec, normalize=normalize, lm_format=lm_format, add_weights=add_weights
-    )
-    shard_index, shard_count = resolve_shard(shard_index, shard_count)
-    per_shard = builder.info.splits[split].num_examples // shard_count
-    ds = builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.take(per_shard * shard_count).shard(shard_count, shard_index)
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).repeat(num_epochs)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    return map(to_batch, tfds.as_numpy(ds))
+  check_options(normalize=normalize, lm_format=lm_format)
+  spec, builder = prepare(name, tf_data_dir(data_dir), file_format="tfrecord", **builder_kwargs)
+  to_batch = make_batch_fn(
+      spec, normalize=normalize, lm_format=lm_format, add_weights=add_weights
+  )
+  shard_index, shard_count = resolve_shard(shard_index, shard_count)
+  per_shard = builder.info.splits[split].num_examples // shard_count
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  ds = ds.take(per_shard * shard_count).shard(shard_count, shard_index)
+  if cache:
+    ds = ds.cache()
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder).repeat(num_epochs)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  return map(to_batch, tfds.as_numpy(ds))

@@ -6,7 +6,7 @@ The fragments leave out what varies between runs (paths, file:line, PIDs).
 """
 
 CATALOGUE: dict[str, str] = {
-    # ---- Layers ---------------------------------------------------------------------------------
+  # ---- Layers ---------------------------------------------------------------------------------
     "L1": "Serial[1] > Dense_4: ValueError: input f32[2,5] has 5 features on its last axis, but "
           "the kernel is f32[3,4] (inputs (..., 3))",
     "L2": "Dense_4: ValueError: expects inputs of shape (..., d_in), got a scalar f32[]",
@@ -50,7 +50,7 @@ CATALOGUE: dict[str, str] = {
     "L28": "CrossEntropyLoss: ValueError: weights f32[3] do not broadcast to the targets' shape "
            "i32[4]",
     "L29": "Dense_4: TypeError: stack item 0 is None; layers take arrays",
-    # ---- Configs, registries, command line ------------------------------------------------------
+  # ---- Configs, registries, command line ------------------------------------------------------
     "C1": "unknown config key --config.train.stepz; did you mean --config.train.steps?",
     "C2": "FATAL Flags parsing error: flag --config.train.steps=ten: invalid literal for int() "
           "with base 10: 'ten'",
@@ -67,7 +67,7 @@ CATALOGUE: dict[str, str] = {
     "C11": "Unknown layer 'CrossEntropy'. Did you mean 'CrossEntropyLoss'?",
     "C12": "declax-train: error: RegistryError: Unknown model 'MLPP'. Did you mean 'MLP'?",
     "C13": "config.optimizer is missing (config.optimiser looks misspelt)",
-    # ---- Meshes and batches ---------------------------------------------------------------------
+  # ---- Meshes and batches ---------------------------------------------------------------------
     "S1": "config.mesh {'data': 2}: data*fsdp*tensor = 2, but 1 devices are available (set one "
           "axis to -1 to use the rest)",
     "S2": "config.mesh: unknown axis ['model']; the mesh axes are ('data', 'fsdp', 'tensor')",
@@ -75,12 +75,12 @@ CATALOGUE: dict[str, str] = {
     "S4": "config.train.batch_size=6 is not divisible by the mesh's data*fsdp = 4",
     "S5": "config.sharding_rules['embed']: unknown mesh axis ['model']; the mesh axes are",
     "S6": "config.train.batch_size=9 is not divisible by the 2 processes",
-    # ---- Data -----------------------------------------------------------------------------------
+  # ---- Data -----------------------------------------------------------------------------------
     "D1": "Unknown dataset 'declax_digitz'. Registered declax datasets:",
     "D2": "Dataset 'mnist' is unavailable",
     "D3": "dataset 'declax_digits' has no split 'validation'",
     "D4": "cannot resume the training data at checkpoint step 2",
-    # ---- Training -------------------------------------------------------------------------------
+  # ---- Training -------------------------------------------------------------------------------
     "T1": "training loss is nan at step 3: stopping; the last good checkpoint is step 2 in",
     "T2": "training inputs are non-finite at step 3: item 0 of the batch (f32[8,4,4,1]) has 1 "
           "NaN and 1 infinite values; stopped before training on it; the last good checkpoint "
@@ -91,7 +91,7 @@ CATALOGUE: dict[str, str] = {
     "T5": "CrossEntropyLoss: ValueError: targets i32[8,1] must have the shape of model_output "
           "f32[8,3] without its last (class) axis, i.e. (8,)",
     "T6": "training loss is nan at step 1",
-    # ---- Work directory and checkpoints ---------------------------------------------------------
+  # ---- Work directory and checkpoints ---------------------------------------------------------
     "K1": "is not writable (NotADirectoryError: Not a directory); choose another one (--workdir / "
           "output_dir) or fix its permissions",
     "K2": "is in use by another declax run (pid",
@@ -106,7 +106,7 @@ CATALOGUE: dict[str, str] = {
     "K9": "cannot be read: JSONDecodeError",
     "K10": "No space left on device",  # OSError or tensorstore's RESOURCE_EXHAUSTED
     "K11": "a half-written checkpoint is never loaded",
-    # ---- Several processes ----------------------------------------------------------------------
+  # ---- Several processes ----------------------------------------------------------------------
     "M1": "process 0 of 2 lost contact with another process during training step",
     "M2": "Terminating process because the JAX distributed service detected fatal errors",
     "M3": "The following tasks are unhealthy (stopped sending heartbeats)",

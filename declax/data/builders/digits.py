@@ -9,44 +9,44 @@ N_TRAIN = 1437  # of 1797; the other 360 are the test split
 
 
 def split_indices() -> dict[str, np.ndarray]:
-    """The fixed split: a `default_rng(0)` permutation of the 1797 images, 1437 train / 360 test."""
-    perm = np.random.default_rng(0).permutation(1797)
-    return {"train": perm[:N_TRAIN], "test": perm[N_TRAIN:]}
+  """The fixed split: a `default_rng(0)` permutation of the 1797 images, 1437 train / 360 test."""
+  perm = np.random.default_rng(0).permutation(1797)
+  return {"train": perm[:N_TRAIN], "test": perm[N_TRAIN:]}
 
 
 class DeclaxDigits(tfds.core.GeneratorBasedBuilder):
-    """scikit-learn's `load_digits`: 1797 grey 8x8 images with values 0..16, 10 classes.
+  """scikit-learn's `load_digits`: 1797 grey 8x8 images with values 0..16, 10 classes.
 
-    >>> DeclaxDigits(data_dir='/tmp/tfds', file_format='array_record').download_and_prepare()
-    """
+  >>> DeclaxDigits(data_dir='/tmp/tfds', file_format='array_record').download_and_prepare()
+  """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: rng(0) permutation, 1437 train / 360 test."}
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: rng(0) permutation, 1437 train / 360 test."}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="scikit-learn's bundled 8x8 digits (UCI optdigits test set), pixels 0..16.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html",
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="scikit-learn's bundled 8x8 digits (UCI optdigits test set), pixels 0..16.",
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }
+        ),
+        supervised_keys=("image", "label"),
+        homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html",
+    )
 
-    def _split_generators(self, dl_manager):
-        from sklearn.datasets import load_digits
+  def _split_generators(self, dl_manager):
+    from sklearn.datasets import load_digits
 
-        digits = load_digits()
-        images = digits.images.astype(np.uint8)[..., None]
-        return {
-            split: self._generate_examples(images, digits.target, idx)
-            for split, idx in split_indices().items()
-        }
+    digits = load_digits()
+    images = digits.images.astype(np.uint8)[..., None]
+    return {
+        split: self._generate_examples(images, digits.target, idx)
+        for split, idx in split_indices().items()
+    }
 
-    def _generate_examples(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray):
-        for i in idx:
-            yield int(i), {"image": images[i], "label": int(labels[i])}
+  def _generate_examples(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray):
+    for i in idx:
+      yield int(i), {"image": images[i], "label": int(labels[i])}

@@ -38,83 +38,83 @@ INPUT_KEYS = tuple(f"cat_{i}" for i in range(len(CARDINALITIES))) + ("numeric",)
 
 
 def effect_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fixed per-category effects `u` (of cat_0), `v` (of cat_1) and slopes `w` (of cat_2)."""
-    rng = np.random.default_rng(TABLE_SEED)
-    u = rng.normal(0.0, 1.0, CARDINALITIES[0])
-    v = rng.normal(0.0, 0.7, CARDINALITIES[1])
-    w = rng.normal(0.0, 1.0, CARDINALITIES[2])
-    return u, v, w
+  """The fixed per-category effects `u` (of cat_0), `v` (of cat_1) and slopes `w` (of cat_2)."""
+  rng = np.random.default_rng(TABLE_SEED)
+  u = rng.normal(0.0, 1.0, CARDINALITIES[0])
+  v = rng.normal(0.0, 0.7, CARDINALITIES[1])
+  w = rng.normal(0.0, 1.0, CARDINALITIES[2])
+  return u, v, w
 
 
 def generate(n: int, seed: int) -> dict[str, np.ndarray]:
-    """`n` examples as columns: `cat_i` int32 (n,), `numeric` float32 (n, 4), `target` (n, 1)."""
-    rng = np.random.default_rng(seed)
-    cats = [rng.integers(0, c, n).astype(np.int32) for c in CARDINALITIES]
-    x = rng.normal(size=(n, N_NUMERIC)).astype(np.float32)
-    u, v, w = effect_tables()
-    target = (
-        u[cats[0]]
-        + v[cats[1]]
-        + w[cats[2]] * x[:, 0]
-        + np.tanh(2.0 * x[:, 1])
-        - 0.5 * x[:, 2]
-        + rng.normal(0.0, NOISE_STD, n)
-    )
-    columns = {f"cat_{i}": c for i, c in enumerate(cats)}
-    return {**columns, "numeric": x, "target": target.astype(np.float32)[:, None]}
+  """`n` examples as columns: `cat_i` int32 (n,), `numeric` float32 (n, 4), `target` (n, 1)."""
+  rng = np.random.default_rng(seed)
+  cats = [rng.integers(0, c, n).astype(np.int32) for c in CARDINALITIES]
+  x = rng.normal(size=(n, N_NUMERIC)).astype(np.float32)
+  u, v, w = effect_tables()
+  target = (
+      u[cats[0]]
+      + v[cats[1]]
+      + w[cats[2]] * x[:, 0]
+      + np.tanh(2.0 * x[:, 1])
+      - 0.5 * x[:, 2]
+      + rng.normal(0.0, NOISE_STD, n)
+  )
+  columns = {f"cat_{i}": c for i, c in enumerate(cats)}
+  return {**columns, "numeric": x, "target": target.astype(np.float32)[:, None]}
 
 
 class DeclaxSyntheticTabular(tfds.core.GeneratorBasedBuilder):
-    """The synthetic tabular regression task described in this module's docstring.
+  """The synthetic tabular regression task described in this module's docstring.
 
-    >>> builder = DeclaxSyntheticTabular(data_dir='/tmp/tfds', file_format='array_record')
-    >>> builder.download_and_prepare()
-    """
+  >>> builder = DeclaxSyntheticTabular(data_dir='/tmp/tfds', file_format='array_record')
+  >>> builder.download_and_prepare()
+  """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: 3 categorical + 4 numeric columns, 8000/2000."}
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: 3 categorical + 4 numeric columns, 8000/2000."}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        categorical = {
-            f"cat_{i}": tfds.features.Tensor(shape=(), dtype=np.int32)
-            for i in range(len(CARDINALITIES))
-        }
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                "SYNTHETIC: target = u[cat_0] + v[cat_1] + w[cat_2] * x0 + tanh(2 x1) - 0.5 x2 "
-                "+ N(0, 0.1^2); see declax.data.builders.synthetic_tabular."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    **categorical,
-                    "numeric": tfds.features.Tensor(shape=(N_NUMERIC,), dtype=np.float32),
-                    "target": tfds.features.Tensor(shape=(1,), dtype=np.float32),
-                }
-            ),
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    categorical = {
+        f"cat_{i}": tfds.features.Tensor(shape=(), dtype=np.int32)
+        for i in range(len(CARDINALITIES))
+    }
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(
+            "SYNTHETIC: target = u[cat_0] + v[cat_1] + w[cat_2] * x0 + tanh(2 x1) - 0.5 x2 "
+            "+ N(0, 0.1^2); see declax.data.builders.synthetic_tabular."
+        ),
+        features=tfds.features.FeaturesDict(
+            {
+                **categorical,
+                "numeric": tfds.features.Tensor(shape=(N_NUMERIC,), dtype=np.float32),
+                "target": tfds.features.Tensor(shape=(1,), dtype=np.float32),
+            }
+        ),
+    )
 
-    def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(n, seed) for split, (n, seed) in SPLITS.items()}
+  def _split_generators(self, dl_manager):
+    return {split: self._generate_examples(n, seed) for split, (n, seed) in SPLITS.items()}
 
-    def _generate_examples(self, n: int, seed: int):
-        columns = generate(n, seed)
-        for i in range(n):
-            yield i, {k: v[i] for k, v in columns.items()}
+  def _generate_examples(self, n: int, seed: int):
+    columns = generate(n, seed)
+    for i in range(n):
+      yield i, {k: v[i] for k, v in columns.items()}
 
 
 def spec() -> DatasetSpec:
-    """The registered `DatasetSpec` (registering it on first use)."""
-    if NAME not in registered_names():
-        register_dataset(
-            DatasetSpec(
-                NAME, DeclaxSyntheticTabular, kind="supervised",
-                input_key=INPUT_KEYS,  # type: ignore[arg-type]  (several inputs: see docstring)
-                target_key="target", splits=("train", "test"),
-                description="SYNTHETIC mixed categorical/numeric regression, 8000/2000",
-            )
-        )  # fmt: skip
-    return get_dataset_spec(NAME)
+  """The registered `DatasetSpec` (registering it on first use)."""
+  if NAME not in registered_names():
+    register_dataset(
+        DatasetSpec(
+            NAME, DeclaxSyntheticTabular, kind="supervised",
+            input_key=INPUT_KEYS,  # type: ignore[arg-type]  (several inputs: see docstring)
+            target_key="target", splits=("train", "test"),
+            description="SYNTHETIC mixed categorical/numeric regression, 8000/2000",
+        )
+    )  # fmt: skip
+  return get_dataset_spec(NAME)
 
 
 spec()
