@@ -101,7 +101,7 @@ def mesh_from_config(mesh: Mapping[str, Any] | None = None,
                         "the rest)")
   shape = tuple(full[axis] for axis in MESH_AXES)
   axis_types = (AxisType.Auto,) * len(MESH_AXES)
-  if not dcn:
+  if all(int(n) == 1 for n in dcn.values()) and set(dcn) <= set(MESH_AXES):
     return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
   return Mesh(hybrid_devices(full, dcn, devices), MESH_AXES, axis_types=axis_types)
 
