@@ -26,7 +26,7 @@ def blocks(page: pathlib.Path) -> tuple[list[str], int]:
 
 def test_pages_have_blocks_and_few_fragments():
   counts = {p.name: blocks(p) for p in PAGES}
-  assert sum(len(run) for run, _ in counts.values()) >= 20
+  assert sum(len(run) for run, _ in counts.values()) >= 15
   for name, (run, skipped) in counts.items():
     assert skipped <= len(run) + 1, f"{name}: more fragments than runnable blocks"
 
