@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from declax.layers.attention_kernel import dot_product_attention
-from declax.layers.base import Layer, constrain, param_init
+from declax.layers.base import Layer
+from declax.layers.partitioning import constrain, param_init
 
 __all__ = ["Attention", "AttentionQKV", "CausalAttention", "PaddingMask"]
 
@@ -154,13 +155,8 @@ class AttentionQKV(_MultiHeadAttention):
 
   mode: str = "train"
 
-  @property
-  def n_in(self) -> int:
-    return 4
-
-  @property
-  def n_out(self) -> int:
-    return 2
+  n_in = 4
+  n_out = 2
 
   @nn.compact
   def forward(self, queries, keys, values, mask):
@@ -196,13 +192,8 @@ class Attention(_MultiHeadAttention):
 
   mode: str = "train"
 
-  @property
-  def n_in(self) -> int:
-    return 2
-
-  @property
-  def n_out(self) -> int:
-    return 2
+  n_in = 2
+  n_out = 2
 
   @nn.compact
   def forward(self, x, mask):
@@ -259,10 +250,11 @@ class CausalAttention(_MultiHeadAttention):
       raise ValueError(f"CausalAttention: {length} positions do not fit in the cache of "
                        f"max_inference_length={size}")
     shape = (batch, size, n_heads, d_head)
+    is_initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
     cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
     index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
-    if self.is_initializing():
+    if not is_initialized:
       return self._attend(q, k, v, None, is_causal=True)
     if cached_key.value.shape != shape:
       raise ValueError(f"CausalAttention: the cache holds keys of shape "

@@ -11,8 +11,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from declax.layers.base import Layer, describe, param_init
+from declax.layers.base import Layer
 from declax.layers.core import stored_param_shape
+from declax.layers.partitioning import param_init
+from declax.layers.stack import describe
 
 _LAYOUTS = {1: "(batch, length, channels)", 2: "(batch, height, width, channels)",
             3: "(batch, depth, height, width, channels)"}

@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from declax.layers.base import Layer, describe, param_init
+from declax.layers.base import Layer
+from declax.layers.combinators import Fn
+from declax.layers.partitioning import param_init
+from declax.layers.stack import describe
 
 _DROPOUT_MODES = ("train",)
 
@@ -235,41 +238,43 @@ class Flatten(Layer):
     return jnp.reshape(x, x.shape[: self.n_axes_to_keep] + (-1,))
 
 
-class _Reduction(Layer):
-  """Base of Mean/Sum/Max/Min: reduces `axis` (None: all axes), optionally keeping it."""
-
-  axis: int | Sequence[int] | None = -1
-  keepdims: bool = False
-  _reduce = None
-
-  def forward(self, x):
-    axis = tuple(self.axis) if isinstance(self.axis, (list, tuple)) else self.axis
-    return type(self)._reduce(x, axis=axis, keepdims=self.keepdims)
+def _axis(axis: int | Sequence[int] | None) -> int | tuple | None:
+  return tuple(axis) if isinstance(axis, (list, tuple)) else axis
 
 
-class Mean(_Reduction):
+def Mean(axis: int | Sequence[int] | None = -1, keepdims: bool = False, **kwargs) -> Fn:
   """Mean along `axis` (default -1): `tl.Mean().apply({}, jnp.ones((2, 3)))` -> shape (2,)."""
+  return Fn("Mean", lambda x: jnp.mean(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
-  _reduce = staticmethod(jnp.mean)
 
-
-class Sum(_Reduction):
+def Sum(axis: int | Sequence[int] | None = None, keepdims: bool = False, **kwargs) -> Fn:
   """Sum along `axis` (default None: every axis, as in Trax): `tl.Sum(axis=0)`."""
-
-  axis: int | Sequence[int] | None = None
-  _reduce = staticmethod(jnp.sum)
+  return Fn("Sum", lambda x: jnp.sum(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
 
-class Max(_Reduction):
+def Max(axis: int | Sequence[int] | None = -1, keepdims: bool = False, **kwargs) -> Fn:
   """Maximum along `axis` (default -1): `tl.Max(keepdims=True)`."""
+  return Fn("Max", lambda x: jnp.max(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
-  _reduce = staticmethod(jnp.max)
 
-
-class Min(_Reduction):
+def Min(axis: int | Sequence[int] | None = -1, keepdims: bool = False, **kwargs) -> Fn:
   """Minimum along `axis` (default -1): `tl.Min()`."""
+  return Fn("Min", lambda x: jnp.min(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
-  _reduce = staticmethod(jnp.min)
+
+def Negate(**kwargs) -> Fn:
+  """Element-wise negation: `x -> -x`."""
+  return Fn("Negate", lambda x: -x, **kwargs)
+
+
+def StopGradient(**kwargs) -> Fn:
+  """The identity whose gradient is zero: `tl.StopGradient()`."""
+  return Fn("StopGradient", lax.stop_gradient, **kwargs)
+
+
+def ToFloat(**kwargs) -> Fn:
+  """Casts the input to float32: `tl.ToFloat()`."""
+  return Fn("ToFloat", lambda x: jnp.asarray(x, jnp.float32), **kwargs)
 
 
 class ArgMax(Layer):
@@ -279,27 +284,6 @@ class ArgMax(Layer):
 
   def forward(self, x):
     return jnp.argmax(x, axis=self.axis)
-
-
-class Negate(Layer):
-  """Element-wise negation: `x -> -x`."""
-
-  def forward(self, x):
-    return -x
-
-
-class StopGradient(Layer):
-  """The identity whose gradient is zero: `tl.StopGradient()`."""
-
-  def forward(self, x):
-    return lax.stop_gradient(x)
-
-
-class ToFloat(Layer):
-  """Casts the input to float32: `tl.ToFloat()`."""
-
-  def forward(self, x):
-    return jnp.asarray(x, jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -373,12 +357,13 @@ class PositionalEncoding(Layer):
       raise ValueError(f"expects inputs of shape (batch, length, d_feature), got {describe([x])}")
     length, d_feature = x.shape[1], x.shape[2]
     if self.mode == "predict":
+      is_initialized = self.has_variable("cache", "position")
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
       start = position.value
       if not isinstance(start, jax.core.Tracer) and int(start) + length > self.max_len:
         raise ValueError(f"decoding position {int(start)} + {length} exceeds max_len="
                          f"{self.max_len}")
-      if self.is_mutable_collection("cache") and not self.is_initializing():
+      if is_initialized and self.is_mutable_collection("cache"):
         position.value = start + length
       positions = start + jnp.arange(length)
     else:

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from declax.layers.base import Layer, describe
+from declax.layers.base import Layer
 from declax.layers.core import ArgMax
+from declax.layers.stack import describe
 
 
 def _float(x):
@@ -62,13 +63,9 @@ def _category_cross_entropy(model_output, targets, label_smoothing):
 
 
 class _Metric(Layer):
-  """Base of metric layers: `n_in` from the class, a 0-d float32 output."""
+  """Base of metric layers: `(model_output, targets)` by default, a 0-d float32 output."""
 
-  _n_in = 2
-
-  @property
-  def n_in(self) -> int:
-    return self._n_in
+  n_in = 2
 
 
 class _Smoothed(_Metric):
@@ -103,7 +100,7 @@ class WeightedCategoryCrossEntropy(_Smoothed):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     values = _category_cross_entropy(model_output, targets, self.label_smoothing)
@@ -119,7 +116,7 @@ class CrossEntropyLoss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     _check_categorical(model_output, targets)
@@ -148,7 +145,7 @@ class CategoryAccuracy(_Metric):
 class WeightedCategoryAccuracy(_Metric):
   """Weighted fraction of correct argmax predictions: `(model_output, targets, weights)`."""
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     return _weighted_mean(_accuracy_values(model_output, targets), targets, weights)
@@ -164,11 +161,12 @@ class Accuracy(_Metric):
   """
 
   classifier: Layer | None = None
-  _n_in = 3
+  n_in = 3
 
-  @staticmethod
-  def _trax_args(classifier: Layer | None = None, **fields):
-    return {**fields, "classifier": ArgMax() if classifier is None else classifier}
+  def __post_init__(self):
+    if self.classifier is None:
+      object.__setattr__(self, "classifier", ArgMax())
+    super().__post_init__()
 
   @property
   def sublayers(self) -> tuple:
@@ -190,7 +188,7 @@ class BinaryCrossEntropyLoss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     if jnp.shape(model_output) == jnp.shape(targets) + (1,):
@@ -208,7 +206,7 @@ class L2Loss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     _check_same_shape(model_output, targets)

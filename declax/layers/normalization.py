@@ -13,8 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from declax.layers.base import Layer, describe, param_init
+from declax.layers.base import Layer
 from declax.layers.core import stored_param_shape
+from declax.layers.partitioning import param_init
+from declax.layers.stack import describe
 
 
 def _fit_axes(names: Sequence[str | None] | None, rank: int) -> tuple | None:

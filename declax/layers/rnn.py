@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from declax.layers.base import Layer, constrain, param_init
+from declax.layers.base import Layer
+from declax.layers.partitioning import constrain, param_init
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell"]
 
@@ -115,13 +116,8 @@ class _Recurrent(Layer):
 class _Cell(_Recurrent):
   """One time step: `(x_t, state) -> (y_t, new_state)`."""
 
-  @property
-  def n_in(self) -> int:
-    return 2
-
-  @property
-  def n_out(self) -> int:
-    return 2
+  n_in = 2
+  n_out = 2
 
   @nn.compact
   def forward(self, x, state):
@@ -156,6 +152,7 @@ class _Sequence(_Recurrent):
     x_proj = jnp.einsum("btd,dg->btg", x, input_kernel) + bias
     shape = (x.shape[0], self.state_size)
     if self.mode == "predict":
+      is_initialized = self.has_variable("cache", "state")
       cached = self.variable("cache", "state", jnp.zeros, shape, x_proj.dtype)
       if cached.value.shape != shape:
         raise ValueError(f"the cached state has shape {cached.value.shape}, but this call needs "
@@ -165,7 +162,7 @@ class _Sequence(_Recurrent):
       state = jnp.zeros(shape, x_proj.dtype)
     step = functools.partial(type(self)._step, recurrent_kernel)
     final, ys = jax.lax.scan(step, state, jnp.swapaxes(x_proj, 0, 1), unroll=self.unroll)
-    if self.mode == "predict" and not self.is_initializing():
+    if self.mode == "predict" and is_initialized:
       cached.value = final
     return constrain(jnp.swapaxes(ys, 0, 1), self.activation_axes)
 
