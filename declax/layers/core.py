@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from jax import lax
 
 from declax.layers.base import Layer
 from declax.layers.combinators import Fn
+from declax.layers.dtypes import promote_dtype
 from declax.layers.partitioning import param_init
 from declax.layers.stack import describe
 
@@ -77,25 +79,28 @@ class Dense(Layer):
   def default_label(self) -> str:
     return f"Dense_{self.n_units}"
 
+  def contract(self, x):
+    if jnp.ndim(x) == 0:  # (chex has no lower bound on the rank)
+      raise ValueError(f"expects inputs of shape (..., d_in), got a scalar {describe([x])}")
+    stored = stored_param_shape(self, "kernel")
+    if stored is not None:
+      chex.assert_axis_dimension(x, -1, stored[0], exception_type=ValueError,
+                                 custom_message=(
+          f"input {describe([x])} has {x.shape[-1]} features on its last axis, but the kernel is "
+          f"{_describe_shape(stored, self.param_dtype)} (inputs (..., {stored[0]}))"))
+
   @nn.compact
   def forward(self, x):
-    if jnp.ndim(x) == 0:
-      raise ValueError(f"expects inputs of shape (..., d_in), got a scalar {describe([x])}")
     d_in = x.shape[-1]
-    stored = stored_param_shape(self, "kernel")
-    if stored is not None and stored[0] != d_in:
-      raise ValueError(f"input {describe([x])} has {d_in} features on its last axis, but the "
-                       f"kernel is {_describe_shape(stored, self.param_dtype)} (inputs "
-                       f"(..., {stored[0]}))")
     kernel = self.param("kernel", param_init(self.kernel_initializer, self.kernel_axes),
                         (d_in, self.n_units), self.param_dtype)
     bias = None
     if self.use_bias:
       bias = self.param("bias", param_init(self.bias_initializer, self.bias_axes),
                         (self.n_units,), self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
-    return y if bias is None else y + bias
+    return y if bias is None else y + lax.broadcast_to_rank(bias, y.ndim)
 
 
 _OUT_OF_RANGE = ("clip", "fill", "raise")
@@ -143,14 +148,16 @@ class Embedding(Layer):
   def default_label(self) -> str:
     return f"Embedding_{self.vocab_size}_{self.d_feature}"
 
+  def contract(self, ids):
+    chex.assert_type(ids, int, exception_type=TypeError, custom_message=(
+        f"ids must have an integer dtype, got {describe([ids])}; cast them with "
+        "ids.astype(jnp.int32)"))
+
   @nn.compact
   def forward(self, ids):
-    if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
-      raise TypeError(f"ids must have an integer dtype, got {jnp.result_type(ids)} "
-                      f"({describe([ids])}); cast them with ids.astype(jnp.int32)")
     table = self.param("embedding", param_init(self.kernel_initializer, self.kernel_axes),
                        (self.vocab_size, self.d_feature), self.param_dtype)
-    (table,) = nn.dtypes.promote_dtype(table, dtype=self.dtype)
+    (table,) = promote_dtype(table, dtype=self.dtype)
     in_range = (ids >= 0) & (ids < self.vocab_size)
     if self.out_of_range == "raise" and not isinstance(ids, jax.core.Tracer):
       bad = np.asarray(ids)[~np.asarray(in_range)]
@@ -351,10 +358,12 @@ class PositionalEncoding(Layer):
   dropout_broadcast_dims: Sequence[int] = (-2,)
   mode: str = "train"
 
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError,
+                     custom_message="expects inputs of shape (batch, length, d_feature)")
+
   @nn.compact
   def forward(self, x):
-    if x.ndim != 3:
-      raise ValueError(f"expects inputs of shape (batch, length, d_feature), got {describe([x])}")
     length, d_feature = x.shape[1], x.shape[2]
     if self.mode == "predict":
       is_initialized = self.has_variable("cache", "position")

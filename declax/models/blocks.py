@@ -1,5 +1,7 @@
-"""Building blocks shared by the model zoo: named blocks with sharding constraints and remat, and
-`ScanLayers`, which runs `n_layers` copies of a block as one `jax.lax.scan`.
+"""Building blocks shared by the model zoo: named blocks with sharding constraints and remat.
+
+`ScanLayers` (`n_layers` copies of a block as one `jax.lax.scan`) lives beside `Scan` in
+`declax.layers.control_flow` and is importable from here too.
 
 ```python
 block = Block(tl.Residual(tl.LayerNorm(), tl.Dense(16)), block_name='MyBlock',
