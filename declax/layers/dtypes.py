@@ -34,3 +34,36 @@ def at_least_float32(x: Any) -> Any:
   """The dtype of `x` promoted to at least float32: bfloat16 and ints -> float32."""
   with jax.numpy_dtype_promotion("standard"):
     return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The mixed-precision policy behind `config.dtype`
+# ------------------------------------------------------------------------------------------------
+
+# `config.dtype` values: the compute dtype of every layer. Parameters stay float32 whatever it
+# is; models cast their logits back to float32 and losses compute in float32.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def policy_compute_dtype(name: Any) -> Any:
+  """The layers' `dtype` for a `config.dtype` name: None for float32 (the layers' default).
+
+  ```python
+  policy_compute_dtype('bfloat16')   # dtype('bfloat16'): compute in bf16, params float32
+  policy_compute_dtype('float32')    # None
+  ```
+  """
+  name = jnp.dtype(name).name
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"compute dtype must be one of {COMPUTE_DTYPES}, got {name!r}")
+  return None if name == "float32" else jnp.dtype(name)
+
+
+def as_float32(x: jax.Array) -> jax.Array:
+  """`x` cast to float32 (a model's logits under a bfloat16 policy).
+
+  ```python
+  as_float32(jnp.ones(3, jnp.bfloat16)).dtype   # float32
+  ```
+  """
+  return x.astype(jnp.float32)

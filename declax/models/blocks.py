@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import declax.layers as tl
 from declax.layers.combinators import positional_layers
 from declax.layers.control_flow import ScanLayers  # its home; importable from here as before
+from declax.layers.dtypes import as_float32
 from declax.layers.partitioning import constrain
 from declax.layers.stack import run_serial
 
-__all__ = ["REMAT_POLICIES", "Block", "ScanLayers", "compute_dtype", "remat_policy_fn"]
+__all__ = ["REMAT_POLICIES", "Block", "ScanLayers", "compute_dtype", "float32_logits",
+           "remat_policy_fn"]
 
 # `remat_policy` names -> what `jax.checkpoint` may keep from the forward pass (None: nothing).
 REMAT_POLICIES: dict[str, Callable | None] = {
@@ -106,3 +108,19 @@ def compute_dtype(dtype: Any) -> Any:
   Parameters stay in `param_dtype` (float32); only the computation runs in `dtype`.
   """
   return None if dtype is None else jnp.dtype(dtype)
+
+
+def float32_logits(dtype: Any) -> tl.Layer | None:
+  """The layer that ends a model computing in `dtype`: a cast of its logits to float32 (None
+  when it computes in float32 already, so float32 models are unchanged).
+
+  The mixed-precision policy (`config.dtype`): parameters float32, compute in `dtype`, logits
+  and losses float32, so the softmax and the loss never round in bfloat16.
+
+  ```python
+  tl.Serial(tl.Dense(10, dtype=jnp.bfloat16), float32_logits(jnp.bfloat16))  # float32 out
+  ```
+  """
+  if dtype is None or jnp.dtype(dtype) == jnp.float32:
+    return None
+  return tl.Fn("Float32Logits", as_float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import declax.layers as tl
-from declax.models.blocks import compute_dtype
+from declax.models.blocks import compute_dtype, float32_logits
 
 __all__ = ["RNNLM"]
 
@@ -26,7 +26,7 @@ def RNNLM(vocab_size: int, d_model: int = 512, n_layers: int = 2,  # noqa: N802 
   - `vocab_size`, `d_model` (embedding width and RNN units), `n_layers`.
   - `rnn_cell`: `'LSTM'` or `'GRU'` (or a sequence layer class taking `(n_units, mode=...)`).
   - `dropout` (after the embedding and after every RNN), `mode`, `dtype` (compute dtype,
-    e.g. `'bfloat16'`; parameters stay float32).
+    e.g. `'bfloat16'`; parameters and logits stay float32).
 
   ```python
   model = RNNLM(vocab_size=256, d_model=64, n_layers=2)     # ShiftRight, Embedding_256_64, ...
@@ -47,4 +47,5 @@ def RNNLM(vocab_size: int, d_model: int = 512, n_layers: int = 2,  # noqa: N802 
       [[rnn_cell(d_model, mode=mode, dtype=dtype), tl.Dropout(dropout, mode=mode)]
        for _ in range(n_layers)],
       tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      float32_logits(dtype),
   )

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 import declax.layers as tl
 from declax.layers.core import sinusoidal_encoding
-from declax.models.blocks import Block, ScanLayers, compute_dtype
+from declax.models.blocks import Block, ScanLayers, compute_dtype, float32_logits
 
 __all__ = ["Transformer", "TransformerEncoder", "TransformerLM"]
 
@@ -198,7 +198,8 @@ def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa
     `'cache'` collection; see `declax.decoding`). `ff_activation`: a layer class or its name.
   - `scan_layers`: run the blocks as one `lax.scan` (compile time flat in `n_layers`);
     `remat_policy`: None, `'full'`, `'dots'`, `'dots_no_batch'` or a `jax.checkpoint` policy.
-  - `dtype`: compute dtype (e.g. `'bfloat16'`); parameters stay float32.
+  - `dtype`: compute dtype (e.g. `'bfloat16'`); parameters stay float32 and the logits are
+    cast back to float32 (`config.dtype` sets it for every model of a config).
 
   ```python
   model = TransformerLM(vocab_size=256, d_model=32, d_ff=64, n_layers=2, n_heads=4)
@@ -222,6 +223,7 @@ def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa
       _stack(block, n_layers, scan_layers, remat_policy),
       tl.LayerNorm(dtype=dtype),
       tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      float32_logits(dtype),
   )
 
 
@@ -340,4 +342,5 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
       tl.LayerNorm(dtype=dtype),
       tl.Select([0], n_in=3),                                 # x_dec targets
       tl.Dense(out_vocab, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      float32_logits(dtype),
   )

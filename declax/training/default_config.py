@@ -84,6 +84,12 @@ def get_config() -> ml_collections.ConfigDict:
       metric_names=placeholder(tuple),           # None: the layer names
   )
 
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: the rest of the devices
+  # Mixed precision, one key: the compute dtype of every layer ('float32', 'bfloat16' or
+  # 'float16'); parameters stay float32, logits and losses float32 (docs/training.md).
+  config.dtype = "float32"
+
+  # -1: the rest of the devices. `dcn`: how many slices (TPU pod slices, GPU nodes) each axis
+  # spans, all 1 on one slice (`--config.mesh.dcn.data=2`: data parallel over two slices).
+  config.mesh = dict(data=-1, fsdp=1, tensor=1, dcn=dict(data=1, fsdp=1, tensor=1))
   config.sharding_rules = {}                     # logical name -> mesh axes (declax.sharding)
   return config

@@ -13,6 +13,7 @@ loop = train_and_evaluate(config, '/tmp/digits')
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -24,7 +25,9 @@ import ml_collections
 import optax
 
 from declax import registry, sharding
+from declax.errors import did_you_mean
 from declax.layers import with_mode
+from declax.layers.dtypes import COMPUTE_DTYPES
 from declax.training.config_schema import ConfigError, resolve_config, to_dict
 from declax.training.loop import Loop
 from declax.training.optimizers import make_optimizer, make_schedule
@@ -57,10 +60,35 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def build_model(config: ml_collections.ConfigDict, mode: str = "train") -> Any:
-  """`registry.get_model(config.model.name, **other model keys)`, in `mode` (`tl.with_mode`)."""
+  """`registry.get_model(config.model.name, **other model keys)`, in `mode` (`tl.with_mode`).
+
+  `config.dtype` (e.g. `'bfloat16'`) becomes the model's `dtype` argument unless
+  `config.model.dtype` is set.
+  """
   kwargs = to_dict(config.model)
-  model = registry.get_model(kwargs.pop("name"), **kwargs)
+  name = kwargs.pop("name")
+  kwargs = _with_compute_dtype(name, kwargs, config.get("dtype", "float32"))
+  model = registry.get_model(name, **kwargs)
   return model if mode == "train" else with_mode(model, mode)
+
+
+def _with_compute_dtype(name: str, kwargs: dict, dtype: Any) -> dict:
+  """The model's arguments with `dtype` from `config.dtype` (the mixed-precision policy), unless
+  `config.model.dtype` sets it itself."""
+  if dtype not in COMPUTE_DTYPES:
+    raise ConfigError(f"config.dtype={dtype!r} is not a compute dtype"
+                      f"{did_you_mean(str(dtype), COMPUTE_DTYPES, prefix='')} (use one of "
+                      f"{', '.join(COMPUTE_DTYPES)}; parameters stay float32 whatever it is)")
+  if kwargs.get("dtype") is not None:
+    return kwargs
+  kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+  if dtype == "float32":
+    return kwargs  # every model's default
+  if "dtype" not in inspect.signature(registry.MODELS.get(name)).parameters:
+    raise ConfigError(f"config.dtype={dtype!r}, but model {name!r} takes no dtype argument; "
+                      "add `dtype` to its signature (pass it to its layers) or use "
+                      "config.dtype='float32'")
+  return {**kwargs, "dtype": dtype}
 
 
 def build_optimizer(config: ml_collections.ConfigDict
