@@ -11,13 +11,25 @@ another layout and masks the gradient with an extra pass):
 - causal self-attention without a padding mask split into blocks of >= 128 queries, each reading
   only the keys up to its last query (a quarter to three eighths fewer attention FLOPs).
 
-`implementation='xla'` or `'cudnn'` hands the computation to `jax.nn.dot_product_attention`
-(e.g. cuDNN's flash attention on GPUs).
+Which computation runs is decided once per attention call site at trace time, by
+`select_attention_implementation` (a pure function of the platform, dtype, head size, dropout and
+masks): cuDNN's flash attention on NVIDIA GPUs where its constraints hold, XLA's
+`jax.nn.dot_product_attention` elsewhere, declax's formulation on CPU. `declax.summary` (and so
+the `Loop`'s model summary) reports the choice, e.g. `attention: cudnn (GPU, bfloat16, causal)`.
+A layer's `implementation='xla'`, `'cudnn'` or `'cpu'` overrides it.
+
+```python
+select_attention_implementation('gpu', 'bfloat16', 64, is_causal=True)
+# AttentionChoice(implementation='cudnn', reason='GPU, bfloat16, causal')
+```
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +37,120 @@ import numpy as np
 
 from declax.layers.dtypes import at_least_float32
 
-__all__: list[str] = []  # used through declax.layers.attention
+__all__ = ["AttentionChoice", "record_attention_choices", "select_attention_implementation"]
+
+IMPLEMENTATIONS = ("cudnn", "xla", "cpu")
+_CUDNN_DTYPES = ("bfloat16", "float16")
+
+
+class AttentionChoice(NamedTuple):
+  """Which attention computation runs (`'cudnn'`, `'xla'` or `'cpu'`) and why."""
+
+  implementation: str
+  reason: str
+
+  def __str__(self) -> str:
+    return f"{self.implementation} ({self.reason})"
+
+
+@functools.lru_cache(maxsize=256)
+def select_attention_implementation(platform: str, dtype: Any, head_dim: int,
+                                    dropout: float = 0.0, *, is_causal: bool = False,
+                                    has_mask: bool = False, q_len: int | None = None,
+                                    kv_len: int | None = None,
+                                    compute_capability: str | None = None) -> AttentionChoice:
+  """The attention computation for these shapes on `platform` (`jax.default_backend()`).
+
+  - `'cudnn'` (`jax.nn.dot_product_attention(implementation='cudnn')`, flash attention) on an
+    NVIDIA GPU when: no dropout, bfloat16/float16, head size a multiple of 8 up to 128 (256 from
+    Hopper, compute capability 9.0), compute capability >= 8.0, and with a padding mask (passed
+    to cuDNN as a bias) even query and key lengths.
+  - `'cpu'`: declax's formulation (see the module docstring) on CPU without dropout.
+  - `'xla'`: `jax.nn.dot_product_attention`'s XLA formulation otherwise (TPU, float32 GPU, ...);
+    with dropout an explicit softmax (plain XLA ops) on every platform.
+
+  A pure function of its arguments (cached), so tests can pass any platform.
+
+  ```python
+  select_attention_implementation('gpu', 'float32', 64)
+  # AttentionChoice(implementation='xla', reason='GPU, float32: cuDNN flash attention needs ...')
+  ```
+  """
+  dtype_name = np.dtype(dtype).name if dtype is not None else "float32"
+  platform = platform.lower()
+  label = {"cpu": "CPU", "gpu": "GPU", "cuda": "GPU", "rocm": "ROCm GPU", "tpu": "TPU"}.get(
+      platform, platform)
+  if dropout > 0.0:
+    return AttentionChoice("xla", f"{label}, attention dropout {dropout:g}: explicit softmax")
+  if platform == "cpu":
+    return AttentionChoice("cpu", f"CPU, {dtype_name}: declax's formulation")
+  if platform not in ("gpu", "cuda"):
+    return AttentionChoice("xla", f"{label}, {dtype_name}: XLA")
+  if dtype_name not in _CUDNN_DTYPES:
+    return AttentionChoice("xla", f"GPU, {dtype_name}: cuDNN flash attention needs bfloat16 or "
+                           "float16 (set config.dtype='bfloat16')")
+  capability = None if compute_capability is None else tuple(
+      int(part) for part in str(compute_capability).split(".")[:2])
+  if capability is not None and capability < (8, 0):
+    return AttentionChoice("xla", f"GPU compute capability {compute_capability} < 8.0: no cuDNN "
+                           "flash attention")
+  max_head = 256 if capability is not None and capability >= (9, 0) else 128
+  if head_dim % 8 or head_dim > max_head:
+    return AttentionChoice("xla", f"GPU, {dtype_name}, head size {head_dim}: cuDNN needs a "
+                           f"multiple of 8 up to {max_head}")
+  if has_mask and ((q_len or 0) % 2 or (kv_len or 0) % 2):
+    return AttentionChoice("xla", f"GPU, {dtype_name}, padding mask with odd lengths "
+                           f"({q_len}, {kv_len}): cuDNN needs even ones")
+  masks = [m for m, on in (("causal", is_causal), ("padding mask", has_mask)) if on]
+  return AttentionChoice("cudnn", f"GPU, {dtype_name}, {' + '.join(masks) or 'no mask'}")
+
+
+_RECORDERS: list[list[AttentionChoice]] = []
+
+
+@contextlib.contextmanager
+def record_attention_choices() -> Iterator[list[AttentionChoice]]:
+  """Collects the `AttentionChoice` of every attention traced inside (for summaries).
+
+  ```python
+  with record_attention_choices() as choices:
+    jax.eval_shape(model.init, jax.random.key(0), tokens)
+  ```
+  """
+  choices: list[AttentionChoice] = []
+  _RECORDERS.append(choices)
+  try:
+    yield choices
+  finally:
+    _RECORDERS.remove(choices)
+
+
+def _record(choice: AttentionChoice) -> AttentionChoice:
+  for choices in _RECORDERS:
+    if choice not in choices:
+      choices.append(choice)
+  return choice
+
+
+def _choose(query: jax.Array, key: jax.Array, mask: jax.Array | None, is_causal: bool,
+            dropout: float, implementation: str | None) -> AttentionChoice:
+  if implementation is not None:
+    if implementation not in IMPLEMENTATIONS:
+      raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS} or None, "
+                       f"got {implementation!r}")
+    return AttentionChoice(implementation, "set by the layer's implementation=")
+  platform = jax.default_backend()
+  capability = None
+  if platform == "gpu":
+    capability = getattr(jax.devices()[0], "compute_capability", None)
+  choice = select_attention_implementation(
+      platform, query.dtype, query.shape[-1], dropout, is_causal=is_causal,
+      has_mask=mask is not None, q_len=query.shape[1], kv_len=key.shape[1],
+      compute_capability=capability)
+  if choice.implementation == "cpu" and key.shape[-2] != query.shape[-2]:
+    # declax's formulation has one key/value head per query head
+    choice = AttentionChoice("xla", "CPU, grouped key/value heads: XLA")
+  return choice
 
 
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
@@ -36,25 +161,26 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
 
   `mask` (True where a key may be attended to) broadcasts to `(batch, heads, T, S)`;
   `is_causal` also hides keys after each query (key `s` is visible to query `t` iff `s <= t`).
-  Without dropout and with `implementation=None`, on CPU this is declax's formulation
-  (`_attention`), elsewhere `jax.nn.dot_product_attention`; `implementation='xla'`/`'cudnn'`
-  always calls `jax.nn.dot_product_attention` with it.
+  Without dropout the computation is `select_attention_implementation`'s choice (or
+  `implementation`'s: `'cpu'` is declax's formulation, `'xla'`/`'cudnn'` are
+  `jax.nn.dot_product_attention`'s).
   With `dropout_rate > 0` the weights are computed explicitly (softmax in float32, masked logits
   filled like JAX does) and dropped out with `dropout_rng`, scaling the kept weights by
   `1 / (1 - rate)`.
   """
   if mask is not None and mask.dtype != jnp.bool_:
     mask = mask != 0
-  if dropout_rate == 0.0 or dropout_rng is None:
-    # XLA:CPU has no fused attention kernel, and this formulation is ~15% faster there
-    # (BENCHMARKS.md); on GPU/TPU jax.nn.dot_product_attention picks the platform's kernels.
-    if (implementation is None and key.shape[-2] == query.shape[-2]
-        and jax.default_backend() == "cpu"):
+  dropout = dropout_rate if dropout_rng is not None else 0.0
+  choice = _record(_choose(query, key, mask, is_causal, dropout, implementation))
+  if dropout == 0.0:
+    if choice.implementation == "cpu":
+      # XLA:CPU has no fused attention kernel, and this formulation is ~15% faster there
+      # (BENCHMARKS.md)
       blocks = _query_blocks(query.shape[1], key.shape[1], is_causal and mask is None)
       return _attention(query, key, value, mask, is_causal, blocks,
                         1.0 / float(np.sqrt(query.shape[-1])))
     return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
-                                        implementation=implementation)
+                                        implementation=choice.implementation)
   logits_dtype = at_least_float32(query)
   logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=logits_dtype)
   logits = logits * jnp.asarray(1.0 / np.sqrt(query.shape[-1]), logits_dtype)

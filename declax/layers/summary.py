@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from declax.layers.attention_kernel import record_attention_choices
 from declax.layers.base import Layer
 from declax.layers.stack import describe, unpack
 from declax.text_table import format_table
@@ -24,7 +25,8 @@ def _param_count(tree: Any) -> int:
 
 def summary(model: nn.Module, x: Any, *, rngs: Any = None, mesh: Any = None,
             rules: Any = None) -> str:
-  """A table of every layer: path, header, arity, output shapes/dtypes and parameter count.
+  """A table of every layer: path, header, arity, output shapes/dtypes and parameter count,
+  then which attention computation runs (`attention: cpu (CPU, float32: declax's formulation)`).
 
   Nothing is computed for real (the model is traced with `jax.eval_shape`). With `mesh` (a
   `jax.sharding.Mesh`), a second table lists every parameter's `PartitionSpec` and bytes per
@@ -54,7 +56,8 @@ def summary(model: nn.Module, x: Any, *, rngs: Any = None, mesh: Any = None,
     with nn.intercept_methods(record):
       return model.init(rng, stack)
 
-  variables = jax.eval_shape(init, x)
+  with record_attention_choices() as attention:
+    variables = jax.eval_shape(init, x)
   params = nn.unbox(variables.get("params", {}))
   seen = set()
   table = []
@@ -68,6 +71,8 @@ def summary(model: nn.Module, x: Any, *, rngs: Any = None, mesh: Any = None,
     table.append((path, head, arity, outputs, f"{_param_count(subtree):,}"))
   lines = [format_table(("path", "layer", "n_in->n_out", "outputs", "params"), table),
            f"Total parameters: {_param_count(params):,}"]
+  if attention:  # which computation each attention runs (select_attention_implementation)
+    lines.append("attention: " + "; ".join(str(choice) for choice in attention))
   if mesh is not None:
     from declax.sharding import sharding_table  # late import: sharding needs a mesh anyway
 

@@ -92,3 +92,60 @@ def test_implementation_xla_uses_jax_and_agrees():
   ours = layer.apply(variables, x)
   via_jax = layer.clone(implementation="xla").apply(variables, x)
   np.testing.assert_allclose(ours, via_jax, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Which attention computation runs: select_attention_implementation (pure, any fake platform)
+# ------------------------------------------------------------------------------------------------
+
+select = attention_kernel.select_attention_implementation
+
+
+@pytest.mark.parametrize("kwargs, implementation, reason", [
+    (dict(platform="gpu", dtype="bfloat16", head_dim=64, is_causal=True), "cudnn",
+     "GPU, bfloat16, causal"),
+    (dict(platform="cuda", dtype=jnp.float16, head_dim=128, has_mask=True, q_len=64, kv_len=64),
+     "cudnn", "GPU, float16, padding mask"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=64, is_causal=True, has_mask=True,
+          q_len=8, kv_len=8, compute_capability="9.0"), "cudnn",
+     "GPU, bfloat16, causal + padding mask"),
+    (dict(platform="gpu", dtype="float32", head_dim=64), "xla", "bfloat16 or float16"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=64, dropout=0.1), "xla", "dropout 0.1"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=12), "xla", "head size 12"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=192), "xla", "up to 128"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=192, compute_capability="9.0"), "cudnn",
+     "GPU, bfloat16, no mask"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=64, compute_capability="7.5"), "xla",
+     "7.5 < 8.0"),
+    (dict(platform="gpu", dtype="bfloat16", head_dim=64, has_mask=True, q_len=7, kv_len=7),
+     "xla", "odd lengths"),
+    (dict(platform="rocm", dtype="bfloat16", head_dim=64), "xla", "ROCm GPU"),
+    (dict(platform="tpu", dtype="bfloat16", head_dim=128, is_causal=True), "xla", "TPU"),
+    (dict(platform="cpu", dtype="float32", head_dim=8, is_causal=True), "cpu", "CPU"),
+    (dict(platform="cpu", dtype="float32", head_dim=8, dropout=0.5), "xla", "explicit softmax"),
+])
+def test_select_attention_implementation(kwargs, implementation, reason):
+  choice = select(**kwargs)
+  assert choice.implementation == implementation
+  assert reason in choice.reason
+  assert str(choice) == f"{implementation} ({choice.reason})"
+
+
+def test_chosen_path_runs_on_cpu_and_is_reported_in_the_summary():
+  layer = tl.CausalAttention(16, n_heads=2, dtype=jnp.bfloat16)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16), jnp.bfloat16)
+  with attention_kernel.record_attention_choices() as choices:
+    variables = layer.init(jax.random.PRNGKey(1), x)
+    out = layer.apply(variables, x)
+  assert choices == [select(jax.default_backend(), jnp.bfloat16, 8, is_causal=True, q_len=16,
+                            kv_len=16)]
+  assert out.dtype == jnp.bfloat16 and out.shape == x.shape
+  forced = layer.clone(implementation="cpu").apply(variables, x)  # declax's formulation
+  np.testing.assert_allclose(out.astype(jnp.float32), forced.astype(jnp.float32), atol=1e-6)
+  assert f"attention: {choices[0]}" in tl.summary(layer, x)
+
+
+def test_unknown_implementation_names_the_choices():
+  layer = tl.CausalAttention(16, n_heads=2, implementation="flash")
+  with pytest.raises(ValueError, match="'cudnn', 'xla', 'cpu'"):
+    layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 16)))
