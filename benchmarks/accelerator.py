@@ -59,6 +59,21 @@ def _is_oom(error: BaseException) -> bool:
   return "resource_exhausted" in text or "out of memory" in text or "oom" in text
 
 
+def attention_report(size_name: str, dtype: str) -> str:
+  """Which attention computation the TransformerLM runs here (`select_attention_implementation`:
+  cuDNN flash attention on a bf16 GPU, XLA on TPU, declax's formulation on CPU)."""
+  import jax
+  import jax.numpy as jnp
+
+  from declax.layers.attention_kernel import record_attention_choices
+
+  size = LM_SIZES[size_name]
+  tokens = jax.ShapeDtypeStruct((size["batch"], size["max_len"]), jnp.int32)
+  with record_attention_choices() as choices:
+    jax.eval_shape(overhead.declax_lm(size, dtype).init, jax.random.PRNGKey(0), tokens)
+  return "; ".join(str(choice) for choice in choices)
+
+
 # ------------------------------------------------------------------------------------------------
 # 1. Train step: declax vs hand-written Flax
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +277,8 @@ def markdown(results: dict) -> str:
   decode = [[r["size"], r["batch"], r["tokens"], f"{r['tokens_per_s']:,.0f}"]
             for r in results["decode"]]
   return "\n".join([
-      results["header"], f"peak used for MFU: {results['peak']}", "",
+      results["header"], f"peak used for MFU: {results['peak']}",
+      f"attention: {results['attention']}", "",
       "**Train step: TransformerLM, declax vs hand-written Flax+Optax**", "",
       common.markdown_table(["size", "params", "Flax step", "declax step", "declax/Flax",
                              "declax MFU", "compile Flax / declax", "declax peak memory"], step),
@@ -296,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
       "device": getattr(device, "device_kind", device.platform), "platform": device.platform,
       "header": common.header("Accelerator benchmark", __file__, argv),
       "peak": f"{peak / 1e12:.1f} TFLOP/s ({'published' if published else 'measured matmul'})",
+      "attention": attention_report(s.sizes[0], s.dtype),
       "step": [], "loop": [], "long": [], "decode": []}
   if "step" in sections:
     results["step"] = step_rows(s.sizes, s.dtype, s.n_steps, peak)

@@ -72,6 +72,14 @@ def build_model(config: ml_collections.ConfigDict, mode: str = "train") -> Any:
   return model if mode == "train" else with_mode(model, mode)
 
 
+def _takes_dtype(factory: Any) -> bool:
+  try:
+    parameters = inspect.signature(factory).parameters
+  except (TypeError, ValueError):  # no signature to check: let the call decide
+    return True
+  return "dtype" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 def _with_compute_dtype(name: str, kwargs: dict, dtype: Any) -> dict:
   """The model's arguments with `dtype` from `config.dtype` (the mixed-precision policy), unless
   `config.model.dtype` sets it itself."""
@@ -84,7 +92,7 @@ def _with_compute_dtype(name: str, kwargs: dict, dtype: Any) -> dict:
   kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
   if dtype == "float32":
     return kwargs  # every model's default
-  if "dtype" not in inspect.signature(registry.MODELS.get(name)).parameters:
+  if not _takes_dtype(registry.MODELS.get(name)):
     raise ConfigError(f"config.dtype={dtype!r}, but model {name!r} takes no dtype argument; "
                       "add `dtype` to its signature (pass it to its layers) or use "
                       "config.dtype='float32'")
