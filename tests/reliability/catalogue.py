@@ -109,4 +109,10 @@ CATALOGUE: dict[str, str] = {
     "M1": "process 0 of 2 lost contact with another process during training step",
     "M2": "Terminating process because the JAX distributed service detected fatal errors",
     "M3": "The following tasks are unhealthy (stopped sending heartbeats)",
+  # ---- Accelerators (mixed precision, attention) ---------------------------------------------
+    "A1": "config.dtype='bf16' is not a compute dtype; did you mean bfloat16? (use one of float32, "
+          "bfloat16, float16; parameters stay float32 whatever it is)",
+    "A2": "config.dtype='bfloat16', but model 'NoDtypeNet' takes no dtype argument; add `dtype` "
+          "to its signature (pass it to its layers) or use config.dtype='float32'",
+    "A3": "attention implementation must be one of ('cudnn', 'xla', 'cpu') or None, got 'flash'",
 }
