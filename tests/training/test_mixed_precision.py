@@ -102,3 +102,30 @@ def test_bfloat16_loss_tracks_float32_and_params_stay_float32():
   assert f32[-1] < 0.8 * f32[0]  # it learns, so "tracking" means something
   logged = np.arange(0, 50, 10).tolist() + [49]
   np.testing.assert_allclose(bf16[logged], f32[logged], rtol=0.05)
+
+
+def test_command_line_overrides_of_dtype_and_mesh_dcn():
+  """`--config.dtype=bfloat16 --config.mesh.dcn.data=2` work on any config built from the base
+  (the keys exist there), and the resolved config keeps them."""
+  import os
+
+  from absl import flags
+  from ml_collections import config_flags
+
+  from declax import sharding
+  from declax.training.config_schema import to_dict
+
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pysrc_lm.py")
+  argv = ["train", f"--config={path}", "--config.dtype=bfloat16", "--config.mesh.dcn.data=2"]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "config", flag_values=values, sys_argv=argv)
+  values(argv)
+  resolved = resolve_config(values.config)
+  assert resolved.dtype == "bfloat16"
+  assert to_dict(resolved.mesh)["dcn"] == {"data": 2, "fsdp": 1, "tensor": 1}
+  assert "Float32Logits" in str(from_config.build_model(resolved))
+  # one process on CPU is one slice: two slices are refused by name, all-ones is the plain mesh
+  with pytest.raises(sharding.ShardingError, match="config.mesh.dcn"):
+    sharding.mesh_from_config(to_dict(resolved.mesh))
+  base = to_dict(default_config.get_config().mesh)
+  assert sharding.mesh_from_config(base).shape == sharding.mesh_from_config({"data": -1}).shape
