@@ -155,12 +155,17 @@ def long_models(model: dict, length: int) -> dict[str, Any]:
 
   common_kwargs = dict(d_model=model["d_model"], d_ff=model["d_ff"], n_layers=model["n_layers"],
                        n_heads=model["n_heads"], max_len=length, dropout=0.0)
-  chunk = min(256, length // 4)
+  d_head = model["d_model"] // model["n_heads"]
   return {
       "TransformerLM": TransformerLM(model["vocab"], **common_kwargs),
-      "ReformerLM": ReformerLM(model["vocab"], attention_type="LSHSelfAttention",
-                               pos_type="fixed-base", ff_chunk_size=chunk,
-                               **{**common_kwargs, "dropout": 0.0}),
+      # Trax's enwik8 Reformer shape: LSH attention over chunks of 128 (2 hashes), the
+      # feed-forward in chunks, heads as wide as the Transformer's.
+      "ReformerLM": ReformerLM(model["vocab"], d_attention_key=d_head, d_attention_value=d_head,
+                               attention_type="LSHSelfAttention", pos_type="fixed-base",
+                               ff_chunk_size=min(256, length // 4),
+                               attention_kwargs={"chunk_len": min(128, length // 4),
+                                                 "n_hashes": 2},
+                               **common_kwargs),
   }
 
 
