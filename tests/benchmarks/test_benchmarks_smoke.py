@@ -59,6 +59,7 @@ def test_accelerator_smoke_writes_json_and_table(tmp_path):
 
   results = accelerator.main(["--smoke", "--out", str(tmp_path)])
   assert results["platform"] == "cpu"
+  assert results["attention"].startswith("cpu (CPU, bfloat16")  # the selection, reported
   (step,) = results["step"]
   assert step["size"] == "smoke" and step["declax_step_s"] > 0 and step["ratio"] > 0
   assert results["loop"][0]["loop_step_s"] > 0
@@ -67,4 +68,5 @@ def test_accelerator_smoke_writes_json_and_table(tmp_path):
   assert [r["batch"] for r in results["decode"]] == [1, 4]
   table = (tmp_path / "accelerator.md").read_text()
   assert "declax/Flax" in table and "ReformerLM" in table and "tokens/s" in table
+  assert "attention: cpu" in table
   assert (tmp_path / "accelerator.json").exists()
