@@ -45,20 +45,6 @@ def at_least_float32(x: Any) -> Any:
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
-def policy_compute_dtype(name: Any) -> Any:
-  """The layers' `dtype` for a `config.dtype` name: None for float32 (the layers' default).
-
-  ```python
-  policy_compute_dtype('bfloat16')   # dtype('bfloat16'): compute in bf16, params float32
-  policy_compute_dtype('float32')    # None
-  ```
-  """
-  name = jnp.dtype(name).name
-  if name not in COMPUTE_DTYPES:
-    raise ValueError(f"compute dtype must be one of {COMPUTE_DTYPES}, got {name!r}")
-  return None if name == "float32" else jnp.dtype(name)
-
-
 def as_float32(x: jax.Array) -> jax.Array:
   """`x` cast to float32 (a model's logits under a bfloat16 policy).
 
