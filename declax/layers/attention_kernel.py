@@ -179,8 +179,14 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
       blocks = _query_blocks(query.shape[1], key.shape[1], is_causal and mask is None)
       return _attention(query, key, value, mask, is_causal, blocks,
                         1.0 / float(np.sqrt(query.shape[-1])))
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
-                                        implementation=choice.implementation)
+    if choice.implementation == "cudnn" and implementation is None:
+      try:
+        return _jax_attention(query, key, value, mask, is_causal, "cudnn")
+      except (NotImplementedError, RuntimeError) as error:  # e.g. an older cuDNN: use XLA
+        _record(AttentionChoice("xla", f"cuDNN refused: {str(error).splitlines()[0][:120]}"))
+        implementation = "xla"
+    return _jax_attention(query, key, value, mask, is_causal,
+                          implementation or choice.implementation)
   logits_dtype = at_least_float32(query)
   logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=logits_dtype)
   logits = logits * jnp.asarray(1.0 / np.sqrt(query.shape[-1]), logits_dtype)
@@ -191,6 +197,14 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
   kept = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
   weights = jnp.where(kept, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
   return jnp.einsum("bnts,bsnh->btnh", weights, value)
+
+
+def _jax_attention(query, key, value, mask, is_causal, implementation):
+  # JAX's XLA formulation mixes bf16 and float32 internally: standard promotion, so layers also
+  # run where implicit promotion is an error (declax's tests)
+  with jax.numpy_dtype_promotion("standard"):
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
+                                        implementation=implementation)
 
 
 # ------------------------------------------------------------------------------------------------

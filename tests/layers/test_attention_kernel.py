@@ -149,3 +149,17 @@ def test_unknown_implementation_names_the_choices():
   layer = tl.CausalAttention(16, n_heads=2, implementation="flash")
   with pytest.raises(ValueError, match="'cudnn', 'xla', 'cpu'"):
     layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 16)))
+
+
+def test_cudnn_choice_falls_back_to_xla_when_cudnn_refuses(monkeypatch):
+  # Pretend to be a GPU: the selection picks cuDNN, which is absent on this CPU machine, so the
+  # call falls back to XLA (same numbers) and the fallback is what gets reported.
+  monkeypatch.setattr(attention_kernel.jax, "default_backend", lambda: "gpu")
+  q, k, v = _qkv(16, jnp.bfloat16)
+  with attention_kernel.record_attention_choices() as choices:
+    out = attention_kernel.dot_product_attention(q, k, v, is_causal=True)
+  assert [c.implementation for c in choices] == ["cudnn", "xla"]
+  assert "cuDNN refused" in choices[1].reason
+  with jax.numpy_dtype_promotion("standard"):  # JAX's XLA formulation mixes bf16 and float32
+    expected = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+  np.testing.assert_allclose(out.astype(jnp.float32), expected.astype(jnp.float32))
