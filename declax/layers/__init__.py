@@ -93,3 +93,34 @@ __all__ = [
     # base
     "Layer", "LayerError", "summary", "with_mode",
 ]
+
+# Efficient attention (Reformer)
+from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
+
+__all__ += ["EncDecAttention", "SelfAttention"]
+
+# Reversible layers and position encodings (Reformer)
+from declax.layers.position_encodings import (  # noqa: E402
+    AxialPositionalEncoding,
+    FixedBasePositionalEncoding,
+    InfinitePositionalEncoding,
+    Rotate,
+    SinCosPositionalEncoding,
+    TimeBinPositionalEncoding,
+)
+from declax.layers.reversible import (  # noqa: E402
+    ReversibleConcatenatePair,
+    ReversibleHalfResidual,
+    ReversibleLayer,
+    ReversibleReshape,
+    ReversibleSelect,
+    ReversibleSerial,
+    ReversibleSwap,
+)
+
+__all__ += [
+    "AxialPositionalEncoding", "FixedBasePositionalEncoding", "InfinitePositionalEncoding",
+    "ReversibleConcatenatePair", "ReversibleHalfResidual", "ReversibleLayer", "ReversibleReshape",
+    "ReversibleSelect", "ReversibleSerial", "ReversibleSwap", "Rotate", "SinCosPositionalEncoding",
+    "TimeBinPositionalEncoding",
+]

@@ -1,0 +1,445 @@
+"""Trax's memory-efficient attention: chunked `SelfAttention` and `EncDecAttention`.
+
+Queries, keys and values carry an integer "info" (their position) from which masks are computed
+chunk by chunk, so no `(length, length)` mask is ever built. With `chunk_len`, the sequence is
+cut into chunks and each chunk attends to itself plus `n_chunks_before` / `n_chunks_after`
+neighbouring chunks (wrapping around at the ends, as in Trax; causal masking removes the wrapped
+ones). Weights are per head, in Trax's layout:
+
+```
+w_q, w_k  (n_heads, d_model, d_qk)   w_v  (n_heads, d_model, d_v)   w_o  (n_heads, d_v, d_model)
+b_q, b_k  (n_heads, d_qk)            b_v  (n_heads, d_v)            (biases only with bias=True)
+```
+
+In `'predict'` mode causal layers remember their last `predict_mem_len` inputs in the `'cache'`
+collection (`mem`, `mem_end`; see `declax.layers.predict_memory`) so that decoding token by
+token equals the full forward pass. LSH attention lives in `declax.layers.lsh_attention`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from declax.errors import DeclaxError
+from declax.layers.base import Layer, constrain, param_init
+from declax.layers.predict_memory import PredictMemory
+
+__all__ = ["ChunkLengthError", "EncDecAttention", "SelfAttention", "attend", "length_normalized",
+           "look_adjacent", "mask_self_attention"]
+
+
+class ChunkLengthError(DeclaxError, ValueError):
+  """A sequence length that `chunk_len` does not divide."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Functions (batched over any leading axes)
+# ------------------------------------------------------------------------------------------------
+
+
+def length_normalized(x: jax.Array, epsilon: float = 1e-6) -> jax.Array:
+  """`x` divided by its root mean square over the last axis (Trax's shared-QK key norm)."""
+  variance = jnp.mean(x**2, axis=-1, keepdims=True)
+  return x / jnp.sqrt(variance + epsilon)
+
+
+def look_adjacent(x: jax.Array, n_chunks_before: int, n_chunks_after: int,
+                  axis: int = -3) -> jax.Array:
+  """Chunks `(..., n_chunks, chunk_len, ...)` (chunk axis `axis`) -> each chunk followed by its
+  neighbours along axis `axis + 1`, wrapping around: `(..., n_chunks, N * chunk_len, ...)`
+  with `N = 1 + n_chunks_before + n_chunks_after`.
+
+  ```python
+  look_adjacent(jnp.arange(6).reshape(3, 2), 1, 0, axis=0)   # [[0 1 4 5] [2 3 0 1] [4 5 2 3]]
+  ```
+  """
+  if n_chunks_before == 0 and n_chunks_after == 0:
+    return x
+  axis = axis % x.ndim
+  parts = [jnp.roll(x, -i, axis=axis) for i in range(-n_chunks_before, n_chunks_after + 1)]
+  return jnp.concatenate(parts, axis=axis + 1)
+
+
+def mask_self_attention(dots: jax.Array, q_info: jax.Array, kv_info: jax.Array,
+                        causal: bool = True, exclude_self: bool = True,
+                        masked: bool = False) -> jax.Array:
+  """Trax's additive masks: -1e9 on the future (`causal`), -1e5 on oneself (`exclude_self`,
+  so a query with nothing else to attend to still attends to itself), -1e9 on keys whose info
+  is negative (`masked`, padding)."""
+  q_info = q_info.astype(jnp.float32)
+  kv_info = kv_info.astype(jnp.float32)
+  if causal:
+    dots = dots - 1e9 * (q_info < kv_info)
+  if exclude_self:
+    dots = dots - 1e5 * (q_info == kv_info)
+  if masked:
+    dots = dots - 1e9 * (kv_info < 0)
+  return dots
+
+
+def _chunk(x: jax.Array, chunk_len: int | None, axis: int) -> jax.Array:
+  if chunk_len is None:  # one chunk: a new axis of size 1 before the length axis
+    return jnp.expand_dims(x, axis - 1 if axis < 0 else axis)
+  axis = axis % x.ndim
+  return x.reshape(x.shape[:axis] + (-1, chunk_len) + x.shape[axis + 1:])
+
+
+def attend(q: jax.Array, k: jax.Array | None, v: jax.Array, *, q_chunk_len: int | None = None,
+           kv_chunk_len: int | None = None, n_chunks_before: int = 0, n_chunks_after: int = 0,
+           mask_fn: Callable | None = None, q_info: jax.Array | None = None,
+           kv_info: jax.Array | None = None, dropout: float = 0.0,
+           rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Dot-product attention with optional chunking and info-based masking (Trax's `attend`).
+
+  **Arguments:** `q (..., Lq, d_qk)`; `k (..., Lk, d_qk)` or None to share keys with queries
+  (then keys are `length_normalized(q)`); `v (..., Lk, d_v)`; `q_info`/`kv_info` (0-based
+  positions, broadcastable to `(..., L)`; default `arange`); `mask_fn(dots, q_info, kv_info)`.
+  Dropout on the attention weights uses one mask shared by every chunk, head and example.
+
+  **Returns:** `(out (..., Lq, d_v), logsumexp (..., Lq))` — the softmax normaliser, which
+  multi-round LSH attention uses to combine its rounds.
+
+  ```python
+  out, lse = attend(q, k, v, mask_fn=functools.partial(mask_self_attention, exclude_self=False))
+  ```
+  """
+  share_qk = k is None
+  # Infos become 1-based so that a negative info can mark padding even at position 0.
+  q_info = (jnp.arange(q.shape[-2], dtype=jnp.int32) if q_info is None else q_info) + 1
+  if kv_info is None:
+    kv_info = q_info if share_qk else jnp.arange(v.shape[-2], dtype=jnp.int32) + 1
+  else:
+    kv_info = kv_info + 1
+  if share_qk:
+    kv_chunk_len = q_chunk_len
+    k = length_normalized(q)
+  if (q_chunk_len is None) != (kv_chunk_len is None):
+    raise ValueError("attend: give both q_chunk_len and kv_chunk_len, or neither")
+  if q_chunk_len is None and (n_chunks_before or n_chunks_after):
+    raise ValueError("attend: n_chunks_before/after need chunking (q_chunk_len)")
+  lead = q.shape[:-2]
+  q_info = jnp.broadcast_to(q_info, lead + q.shape[-2:-1])
+  kv_info = jnp.broadcast_to(kv_info, lead + v.shape[-2:-1])
+  q, q_info = _chunk(q, q_chunk_len, -2), _chunk(q_info, q_chunk_len, -1)
+  k, v = _chunk(k, kv_chunk_len, -2), _chunk(v, kv_chunk_len, -2)
+  kv_info = _chunk(kv_info, kv_chunk_len, -1)
+  k = k / jnp.sqrt(jnp.asarray(k.shape[-1], k.dtype))
+  k = look_adjacent(k, n_chunks_before, n_chunks_after, axis=-3)
+  v = look_adjacent(v, n_chunks_before, n_chunks_after, axis=-3)
+  kv_info = look_adjacent(kv_info, n_chunks_before, n_chunks_after, axis=-2)
+  dots = jnp.einsum("...qd,...kd->...qk", q, k)
+  if mask_fn is not None:
+    dots = mask_fn(dots, q_info[..., :, None], kv_info[..., None, :])
+  logsumexp = jax.nn.logsumexp(dots, axis=-1, keepdims=True)
+  probs = jnp.exp(dots - logsumexp)
+  if dropout > 0.0:
+    keep = jax.random.bernoulli(rng, 1.0 - dropout, probs.shape[-2:])
+    probs = probs * (keep.astype(probs.dtype) / (1.0 - dropout))
+  out = jnp.einsum("...qk,...kd->...qd", probs, v)
+  out = out.reshape(lead + (-1, out.shape[-1]))
+  return out, logsumexp.reshape(lead + (-1,))
+
+
+def broadcasted_dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Dropout with one mask over the last axis, shared by all other axes (Trax's output dropout)."""
+  if rate <= 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape[-1:])
+  return x * (keep.astype(x.dtype) / (1.0 - rate))
+
+
+def check_chunks(layer: str, length: int, chunk_len: int | None, what: str = "sequence") -> None:
+  """Raises `ChunkLengthError` unless `chunk_len` divides `length`."""
+  if chunk_len is not None and length % chunk_len:
+    fit = math.ceil(length / chunk_len) * chunk_len
+    raise ChunkLengthError(
+        f"{layer}: {what} length {length} is not a multiple of chunk_len={chunk_len}; pad the "
+        f"inputs to {fit} (e.g. with PadToLength) or choose a chunk_len that divides {length}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameters
+# ------------------------------------------------------------------------------------------------
+
+
+def head_initializer(d_model: int, d_head: int, n_heads: int) -> Callable:
+  """Trax's Glorot-uniform over the total width of all heads: U(+-sqrt(6 / (d_model + d_head *
+  n_heads))), for one head's `(d_model, d_head)` kernel stacked over heads."""
+  limit = math.sqrt(6.0 / (d_model + d_head * n_heads))
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+  return init
+
+
+def _kw(default: Any) -> Any:
+  return dataclasses.field(default=default, kw_only=True)
+
+
+class EfficientAttentionBase(Layer):
+  """Fields and per-head projections shared by the efficient attention layers."""
+
+  n_heads: int = 2
+  d_qk: int = 64
+  d_v: int = 64
+  mode: str = "train"
+  attention_dropout: float = 0.0
+  output_dropout: float = 0.0
+  n_parallel_heads: int | None = None   # accepted for Trax; declax runs all heads at once
+  use_python_loop: bool = False         # accepted for Trax; no effect
+  use_reference_code: bool = False      # accepted for Trax; no effect (one implementation)
+  dtype: Any = _kw(None)
+  param_dtype: Any = _kw(jnp.float32)
+  kernel_axes: tuple | None = _kw(("heads", "embed", "kv"))
+  out_kernel_axes: tuple | None = _kw(("heads", "kv", "embed"))
+  bias_axes: tuple | None = _kw(("heads", "kv"))
+  activation_axes: tuple | None = _kw(("batch", "heads", "length", "kv"))
+
+  def __post_init__(self):
+    name = type(self).__name__
+    for field in ("attention_dropout", "output_dropout"):
+      if not 0.0 <= getattr(self, field) < 1.0:
+        raise ValueError(f"{name}: {field} must be in [0, 1), got {getattr(self, field)}")
+    if self.n_parallel_heads:
+      n, p = self.n_heads, self.n_parallel_heads
+      if (p > n and p % n) or (p < n and n % p):
+        raise ValueError(f"{name}: n_parallel_heads={p} must be a multiple or a divisor of "
+                         f"n_heads={n}")
+    super().__post_init__()
+
+  def _dropout_rngs(self) -> tuple[jax.Array | None, jax.Array | None]:
+    """One key for the attention weights and one for the output, shared by all heads (Trax)."""
+    if self.mode != "train" or (self.attention_dropout == 0.0 and self.output_dropout == 0.0):
+      return None, None
+    attend_rng, output_rng = jax.random.split(self.make_rng("dropout"))
+    return attend_rng, output_rng
+
+  def _kernel(self, name: str, d_in: int, d_out: int, d_model: int) -> jax.Array:
+    d_head = d_in if name == "w_o" else d_out
+    axes = self.out_kernel_axes if name == "w_o" else self.kernel_axes
+    init = param_init(head_initializer(d_model, d_head, self.n_heads), axes)
+    return self.param(name, init, (self.n_heads, d_in, d_out), self.param_dtype)
+
+  def _project(self, x: jax.Array, name: str, d_out: int, bias: bool = False) -> jax.Array:
+    """`x (batch, L, d_model)` -> `(batch, n_heads, L, d_out)` with head `name`'s kernel."""
+    d_model = x.shape[-1]
+    kernel = self._kernel(name, d_model, d_out, d_model)
+    b = None
+    if bias:
+      b = self.param(f"b_{name[-1]}", param_init(nn.initializers.zeros, self.bias_axes),
+                     (self.n_heads, d_out), self.param_dtype)
+    x, kernel, b = nn.dtypes.promote_dtype(x, kernel, b, dtype=self.dtype)
+    y = jnp.einsum("bld,hde->bhle", x, kernel)
+    if b is not None:
+      y = y + b[None, :, None, :]
+    return constrain(y, self.activation_axes)
+
+  def _merge(self, o: jax.Array, d_model: int, output_rng: jax.Array | None) -> jax.Array:
+    """Per-head outputs `(batch, n_heads, L, d_v)` -> `(batch, L, d_model)`, summed over heads."""
+    kernel = self._kernel("w_o", o.shape[-1], d_model, d_model)
+    o, kernel = nn.dtypes.promote_dtype(o, kernel, dtype=self.dtype)
+    out = jnp.einsum("bhle,hed->bld", o, kernel)
+    return broadcasted_dropout(out, self.output_dropout if output_rng is not None else 0.0,
+                               output_rng)
+
+
+# ------------------------------------------------------------------------------------------------
+# SelfAttention
+# ------------------------------------------------------------------------------------------------
+
+
+class SelfAttention(EfficientAttentionBase):
+  """Trax's memory-efficient self-attention, optionally chunked: `x -> y` (`(x, mask) -> y` when
+  `masked`), shapes `(batch, length, d_model)`; `mask (batch, length)` is True on real tokens.
+
+  **Arguments (Trax's):** `n_heads`, `d_qk`, `d_v`; `share_qk` (keys are the length-normalised
+  queries, and a position attends to itself only when nothing else is visible); `causal`;
+  `masked`; `chunk_len` (None: one chunk; else it must divide the length, see
+  `ChunkLengthError`), `n_chunks_before`, `n_chunks_after`; `bias`; `mode`;
+  `predict_mem_len`/`predict_drop_len` (decoding memory: defaults `chunk_len * (1 +
+  n_chunks_before)` and `chunk_len`; without `chunk_len` give `predict_mem_len`, and leave
+  `predict_drop_len=None` to make running past the memory an error instead of Trax's sliding
+  window); `attention_dropout` (one mask shared by all heads and chunks), `output_dropout` (one
+  mask over the features). In `'predict'` mode a non-causal layer behaves as in `'eval'`.
+
+  ```python
+  layer = tl.SelfAttention(n_heads=2, d_qk=8, d_v=8, causal=True, chunk_len=4, n_chunks_before=1)
+  variables = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 32)))
+  y = layer.apply(variables, x)                             # (1, 16, 32)
+  ```
+  """
+
+  share_qk: bool = False
+  causal: bool = False
+  masked: bool = False
+  chunk_len: int | None = None
+  n_chunks_before: int = 0
+  n_chunks_after: int = 0
+  bias: bool = False
+  predict_mem_len: int | None = None
+  predict_drop_len: int | None = None
+
+  def __post_init__(self):
+    if self.chunk_len is not None and self.chunk_len < 1:
+      raise ValueError(f"SelfAttention: chunk_len must be a positive int or None, got "
+                       f"{self.chunk_len}")
+    if self.chunk_len is None and (self.n_chunks_before or self.n_chunks_after):
+      raise ValueError("SelfAttention: n_chunks_before/n_chunks_after need a chunk_len")
+    super().__post_init__()
+    if self._incremental:
+      self._memory()  # validates predict_mem_len / predict_drop_len at construction
+
+  @property
+  def n_in(self) -> int:
+    return 2 if self.masked else 1
+
+  @property
+  def _incremental(self) -> bool:
+    return self.mode == "predict" and self.causal
+
+  def _memory(self) -> PredictMemory:
+    mem_len, drop_len = self.predict_mem_len, self.predict_drop_len
+    if self.chunk_len is not None:
+      mem_len = mem_len or self.chunk_len * (1 + self.n_chunks_before)
+      drop_len = drop_len or self.chunk_len
+    # A one-position call goes through the memory; a longer one is a prefix (Trax's rule).
+    small = min(drop_len or mem_len, mem_len - 1)
+    return PredictMemory(type(self).__name__, mem_len, drop_len, max_small_call=small)
+
+  @nn.compact
+  def forward(self, x, mask=None):
+    chex.assert_rank(x, 3, custom_message=f"{type(self).__name__}: x must be (batch, length, "
+                     "d_model)")
+    if mask is not None:
+      chex.assert_shape(mask, x.shape[:2], custom_message="mask must be (batch, length)")
+    attend_rng, output_rng = self._dropout_rngs()
+    if not self._incremental:
+      check_chunks(type(self).__name__, x.shape[1], self.chunk_len)
+      o = self._attend_sequence(x, mask, attend_rng)
+      return self._merge(o, x.shape[-1], output_rng).astype(x.dtype)
+    items = (x,) if mask is None else (x, mask)
+    memory = self._memory()
+    kind, seq, q_start = memory.update(self, items)
+    if kind == "prefix":
+      # A prefix at the start: the full computation, padded to whole chunks (causal, so the
+      # padding at the end does not change the real positions).
+      padded = memory.pad_to(seq, self.chunk_len)
+      o = self._attend_sequence(padded[0], padded[1] if self.masked else None, attend_rng)
+      o = o[:, :, :x.shape[1]]
+    else:
+      o = self._attend_memory(seq[0], seq[1] if self.masked else None, q_start, x.shape[1],
+                              attend_rng)
+    out = self._merge(o, x.shape[-1], output_rng)
+    return memory.poison(out).astype(x.dtype)
+
+  def _qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+    q = self._project(x, "w_q", self.d_qk, self.bias)
+    k = None if self.share_qk else self._project(x, "w_k", self.d_qk, self.bias)
+    v = self._project(x, "w_v", self.d_v, self.bias)
+    return q, k, v
+
+  def _kv_info(self, length: int, mask: jax.Array | None) -> jax.Array:
+    positions = jnp.arange(length, dtype=jnp.int32)
+    if mask is None:
+      return positions
+    # Padding gets a negative info (after attend's +1): -position - 1 <= -1.
+    return jnp.where(mask.astype(bool), positions, -positions - 2)[:, None, :]
+
+  def _mask_fn(self) -> Callable:
+    return lambda dots, qi, ki: mask_self_attention(
+        dots, qi, ki, causal=self.causal, exclude_self=self.share_qk, masked=self.masked)
+
+  def _attend_sequence(self, x, mask, rng) -> jax.Array:
+    q, k, v = self._qkv(x)
+    length = x.shape[1]
+    o, _ = attend(q, k, v, q_chunk_len=self.chunk_len, kv_chunk_len=self.chunk_len,
+                  n_chunks_before=self.n_chunks_before, n_chunks_after=self.n_chunks_after,
+                  mask_fn=self._mask_fn(), q_info=jnp.arange(length, dtype=jnp.int32),
+                  kv_info=self._kv_info(length, mask), dropout=self._rate(), rng=rng)
+    return o
+
+  def _attend_memory(self, mem, mem_mask, q_start, q_len, rng) -> jax.Array:
+    """New queries at `[q_start, q_start + q_len)` of the memory attend to all of it (causal
+    masking by position in the memory hides what is not written yet)."""
+    q_all = self._project(mem, "w_q", self.d_qk, self.bias)
+    q = jax.lax.dynamic_slice_in_dim(q_all, q_start, q_len, axis=2)
+    if self.share_qk:
+      k = length_normalized(q_all)
+    else:
+      k = self._project(mem, "w_k", self.d_qk, self.bias)
+    v = self._project(mem, "w_v", self.d_v, self.bias)
+    q_info = q_start + jnp.arange(q_len, dtype=jnp.int32)
+    o, _ = attend(q, k, v, mask_fn=self._mask_fn(), q_info=q_info,
+                  kv_info=self._kv_info(mem.shape[1], mem_mask), dropout=self._rate(), rng=rng)
+    return o
+
+  def _rate(self) -> float:
+    return self.attention_dropout if self.mode == "train" else 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# EncDecAttention
+# ------------------------------------------------------------------------------------------------
+
+
+class EncDecAttention(EfficientAttentionBase):
+  """Trax's memory-efficient encoder-decoder attention: `(queries, keys_values[, mask]) -> y`.
+
+  `queries (batch, Lq, d_model)` from the decoder attend to `keys_values (batch, Lk, d_kv)` from
+  the encoder; `mask (batch, Lk)` (True on real tokens) when `masked` (the default, as in Trax).
+  Output `(batch, Lq, d_model)`. Each call projects the encoder's keys and values again, so in
+  `'predict'` mode (decoding) it needs no memory and equals the full pass position by position.
+
+  ```python
+  layer = tl.EncDecAttention(n_heads=2, d_qk=8, d_v=8)
+  variables = layer.init(jax.random.PRNGKey(0), (dec_x, enc_x, enc_mask))
+  y = layer.apply(variables, (dec_x, enc_x, enc_mask))        # dec_x's shape
+  ```
+  """
+
+  masked: bool = True
+
+  @property
+  def n_in(self) -> int:
+    return 3 if self.masked else 2
+
+  @nn.compact
+  def forward(self, q_antecedent, kv_antecedent, mask=None):
+    chex.assert_rank((q_antecedent, kv_antecedent), 3,
+                     custom_message="EncDecAttention: inputs must be (batch, length, features)")
+    chex.assert_equal_shape_prefix((q_antecedent, kv_antecedent), 1,
+                                   custom_message="batch size of queries/keys_values")
+    if mask is not None:
+      chex.assert_shape(mask, kv_antecedent.shape[:2],
+                        custom_message="mask must be (batch, keys_values length)")
+    attend_rng, output_rng = self._dropout_rngs()
+    d_model = q_antecedent.shape[-1]
+    q = self._project(q_antecedent, "w_q", self.d_qk)
+    k = self._project_kv(kv_antecedent, "w_k", self.d_qk, d_model)
+    v = self._project_kv(kv_antecedent, "w_v", self.d_v, d_model)
+    mask_fn = kv_info = None
+    if mask is not None:
+      kv_info = (~mask.astype(bool)).astype(jnp.int32)[:, None, :]  # 1 on padding
+
+      def mask_fn(dots, q_info, kv_info):
+        return dots - 1e9 * (kv_info > 1).astype(dots.dtype)  # attend added 1
+
+    rate = self.attention_dropout if self.mode == "train" else 0.0
+    o, _ = attend(q, k, v, mask_fn=mask_fn, kv_info=kv_info, dropout=rate, rng=attend_rng)
+    return self._merge(o, d_model, output_rng).astype(q_antecedent.dtype)
+
+  def _project_kv(self, x: jax.Array, name: str, d_out: int, d_model: int) -> jax.Array:
+    kernel = self.param(name, param_init(head_initializer(d_model, d_out, self.n_heads),
+                                         self.kernel_axes),
+                        (self.n_heads, x.shape[-1], d_out), self.param_dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    return constrain(jnp.einsum("bld,hde->bhle", x, kernel), self.activation_axes)

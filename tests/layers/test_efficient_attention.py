@@ -1,0 +1,161 @@
+"""declax's own tests of SelfAttention and EncDecAttention (Trax's are in tests/trax_compat)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import declax.layers as tl
+from declax.layers.efficient_attention import ChunkLengthError, attend, mask_self_attention
+from declax.layers.predict_memory import PredictMemoryError
+
+
+def _x(shape, seed=0):
+  return jax.random.uniform(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+def _decode(layer, params, x, prefix=0, jit=True):
+  """Feeds `x` to a predict-mode `layer`: the first `prefix` positions in one call, then one
+  position per call; returns the concatenated outputs."""
+  cache = layer.init(jax.random.PRNGKey(0), x[:, :1] if not isinstance(x, tuple) else x)["cache"]
+
+  def step(cache, xi):
+    return layer.apply({"params": params, "cache": cache}, xi, mutable=["cache"])
+
+  step = jax.jit(step) if jit else step
+  outs, start = [], 0
+  if prefix:
+    out, state = step(cache, x[:, :prefix])
+    outs.append(out)
+    cache, start = state["cache"], prefix
+  for i in range(start, x.shape[1]):
+    out, state = step(cache, x[:, i:i + 1])
+    outs.append(out)
+    cache = state["cache"]
+  return jnp.concatenate(outs, axis=1)
+
+
+def _full_attention(q, k, v, causal, exclude_self):
+  dots = q @ k.T / np.sqrt(k.shape[-1])
+  n = q.shape[0]
+  if causal:
+    dots = dots - 1e9 * np.triu(np.ones((n, n)), 1)
+  if exclude_self:
+    dots = dots - 1e5 * np.eye(n)
+  return jax.nn.softmax(dots, axis=-1) @ v
+
+
+def test_attend_unchunked_equals_plain_attention():
+  q, k, v = _x((6, 4), 1), _x((6, 4), 2), _x((6, 3), 3)
+  mask_fn = functools.partial(mask_self_attention, causal=True, exclude_self=False)
+  out, _ = attend(q, k, v, mask_fn=mask_fn)
+  np.testing.assert_allclose(out, _full_attention(q, k, v, True, False), atol=1e-6)
+
+
+def test_chunk_covering_sequence_equals_full_attention():
+  q, k, v = _x((8, 4), 1), _x((8, 4), 2), _x((8, 3), 3)
+  mask_fn = functools.partial(mask_self_attention, causal=True, exclude_self=False)
+  out, _ = attend(q, k, v, q_chunk_len=8, kv_chunk_len=8, mask_fn=mask_fn)
+  np.testing.assert_allclose(out, _full_attention(q, k, v, True, False), atol=1e-6)
+
+
+@pytest.mark.parametrize("share_qk", [False, True])
+def test_self_attention_chunked_causality_through_gradients(share_qk):
+  layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, share_qk=share_qk,
+                           chunk_len=4, n_chunks_before=1, mode="eval")
+  x = _x((1, 12, 8))
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  # jac[t, s] = d out[t] / d x[s], summed over features.
+  jac = jax.jit(jax.jacrev(lambda x: layer.apply(variables, x)[0]))(x)
+  jac = np.abs(np.asarray(jac)).sum(axis=(1, 2, 4))
+  for t in range(12):
+    assert np.all(jac[t, t + 1:] == 0), f"output {t} depends on later inputs"
+    assert np.any(jac[t, :t + 1] != 0)
+  # Chunk 2 (positions 8..11) sees chunks 1 and 2 only.
+  assert np.all(jac[9, :4] == 0) and np.any(jac[9, 4:8] != 0)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(chunk_len=4, n_chunks_before=1),
+    dict(chunk_len=2, n_chunks_before=1, share_qk=True),
+    dict(chunk_len=2, n_chunks_before=2, bias=True),
+    dict(chunk_len=None, predict_mem_len=16),
+])
+def test_self_attention_decoding_equals_full_pass(kwargs):
+  common = dict(n_heads=3, d_qk=4, d_v=5, causal=True, **kwargs)
+  x = _x((1, 16, 8))
+  ref = tl.SelfAttention(mode="eval", **common)
+  variables = ref.init(jax.random.PRNGKey(1), x)
+  expected = ref.apply(variables, x)
+  layer = tl.SelfAttention(mode="predict", **common)
+  np.testing.assert_allclose(_decode(layer, variables["params"], x), expected, atol=1e-5)
+  chunk = kwargs["chunk_len"] or 1
+  prefix = 3 * chunk if chunk > 1 else 5
+  np.testing.assert_allclose(_decode(layer, variables["params"], x, prefix=prefix), expected,
+                             atol=1e-5)
+
+
+def test_self_attention_masked_ignores_padding():
+  layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, masked=True, chunk_len=4,
+                           n_chunks_before=1, n_chunks_after=1, mode="eval")
+  x = _x((2, 8, 6))
+  mask = jnp.arange(8)[None, :] < jnp.array([[5], [8]])
+  variables = layer.init(jax.random.PRNGKey(0), (x, mask))
+  y = layer.apply(variables, (x, mask))
+  x2 = x.at[0, 5:].set(7.0)
+  y2 = layer.apply(variables, (x2, mask))
+  np.testing.assert_allclose(y[0, :5], y2[0, :5], atol=1e-6)
+  np.testing.assert_allclose(y[1], y2[1], atol=1e-6)
+
+
+def test_self_attention_dropout_train_only():
+  layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, attention_dropout=0.5, output_dropout=0.5)
+  x = _x((2, 8, 6))
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  a = layer.apply(variables, x, rngs={"dropout": jax.random.PRNGKey(1)})
+  b = layer.apply(variables, x, rngs={"dropout": jax.random.PRNGKey(2)})
+  assert not np.allclose(a, b)
+  c = tl.with_mode(layer, "eval").apply(variables, x)
+  np.testing.assert_allclose(c, tl.with_mode(layer, "eval").apply(variables, x))
+
+
+def test_self_attention_chunk_len_must_divide_length():
+  layer = tl.SelfAttention(n_heads=1, d_qk=4, d_v=4, chunk_len=4)
+  with pytest.raises(tl.LayerError, match="length 10 is not a multiple of chunk_len=4") as info:
+    layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 10, 8)))
+  assert isinstance(info.value.cause, ChunkLengthError)
+
+
+def test_predict_memory_overflow_is_an_error():
+  layer = tl.SelfAttention(n_heads=1, d_qk=4, d_v=4, causal=True, predict_mem_len=3,
+                           mode="predict")
+  x = _x((1, 5, 8))
+  with pytest.raises(tl.LayerError, match="past predict_mem_len=3") as info:
+    _decode(layer, layer.init(jax.random.PRNGKey(0), x[:, :1])["params"], x, jit=False)
+  assert isinstance(info.value.cause, PredictMemoryError)
+  with pytest.raises(Exception, match="past predict_mem_len=3"):  # under jit: a host callback
+    jax.block_until_ready(
+        _decode(layer, layer.init(jax.random.PRNGKey(0), x[:, :1])["params"], x, jit=True))
+  with pytest.raises(tl.LayerError, match="prefix of 5 positions does not fit"):
+    layer.apply(layer.init(jax.random.PRNGKey(0), x[:, :1]), x, mutable=["cache"])
+
+
+def test_predict_drop_len_out_of_range():
+  with pytest.raises(ValueError, match="predict_drop_len must be in"):
+    tl.SelfAttention(causal=True, chunk_len=4, predict_drop_len=99, mode="predict")
+
+
+def test_enc_dec_attention_masks_padding_and_decodes():
+  layer = tl.EncDecAttention(n_heads=2, d_qk=4, d_v=4)
+  dec, enc = _x((2, 5, 6), 1), _x((2, 7, 10), 2)
+  mask = jnp.arange(7)[None, :] < jnp.array([[4], [7]])
+  variables = layer.init(jax.random.PRNGKey(0), (dec, enc, mask))
+  y = layer.apply(variables, (dec, enc, mask))
+  assert y.shape == dec.shape
+  y2 = layer.apply(variables, (dec, enc.at[0, 4:].set(3.0), mask))
+  np.testing.assert_allclose(y[0], y2[0], atol=1e-6)
+  predict = tl.with_mode(layer, "predict")
+  steps = [predict.apply(variables, (dec[:, i:i + 1], enc, mask)) for i in range(5)]
+  np.testing.assert_allclose(jnp.concatenate(steps, 1), y, atol=1e-6)
