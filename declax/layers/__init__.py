@@ -94,6 +94,11 @@ __all__ = [
     "Layer", "LayerError", "summary", "with_mode",
 ]
 
+# Efficient attention (Reformer)
+from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
+
+__all__ += ["EncDecAttention", "SelfAttention"]
+
 # Reversible layers and position encodings (Reformer)
 from declax.layers.position_encodings import (  # noqa: E402
     AxialPositionalEncoding,
