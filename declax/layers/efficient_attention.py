@@ -229,19 +229,29 @@ class EfficientAttentionBase(Layer):
     init = param_init(head_initializer(d_model, d_head, self.n_heads), axes)
     return self.param(name, init, (self.n_heads, d_in, d_out), self.param_dtype)
 
-  def _project(self, x: jax.Array, name: str, d_out: int, bias: bool = False) -> jax.Array:
-    """`x (batch, L, d_model)` -> `(batch, n_heads, L, d_out)` with head `name`'s kernel."""
-    d_model = x.shape[-1]
+  def _weights(self, name: str, d_model: int, d_out: int,
+               bias: bool = False) -> tuple[jax.Array, jax.Array | None]:
+    """Head kernel `(n_heads, d_model, d_out)` `name` and, with `bias`, its bias."""
     kernel = self._kernel(name, d_model, d_out, d_model)
     b = None
     if bias:
       b = self.param(f"b_{name[-1]}", param_init(nn.initializers.zeros, self.bias_axes),
                      (self.n_heads, d_out), self.param_dtype)
+    return kernel, b
+
+  def _apply_weights(self, x: jax.Array, kernel: jax.Array, b: jax.Array | None) -> jax.Array:
+    """`x (batch, L, d)` (shared by the heads) or `(batch, n_heads, L, d)` (one per head) ->
+    `(batch, n_heads, L, d_out)`."""
     x, kernel, b = nn.dtypes.promote_dtype(x, kernel, b, dtype=self.dtype)
-    y = jnp.einsum("bld,hde->bhle", x, kernel)
+    spec = "bld,hde->bhle" if x.ndim == 3 else "bhld,hde->bhle"
+    y = jnp.einsum(spec, x, kernel)
     if b is not None:
       y = y + b[None, :, None, :]
     return constrain(y, self.activation_axes)
+
+  def _project(self, x: jax.Array, name: str, d_out: int, bias: bool = False) -> jax.Array:
+    """`x (batch, L, d_model)` -> `(batch, n_heads, L, d_out)` with head `name`'s kernel."""
+    return self._apply_weights(x, *self._weights(name, x.shape[-1], d_out, bias))
 
   def _merge(self, o: jax.Array, d_model: int, output_rng: jax.Array | None) -> jax.Array:
     """Per-head outputs `(batch, n_heads, L, d_v)` -> `(batch, L, d_model)`, summed over heads."""

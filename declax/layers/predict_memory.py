@@ -110,17 +110,17 @@ class PredictMemory:
           "predict_mem_len or set predict_drop_len")
     return math.ceil((length - self.mem_len) / self.drop_len) * self.drop_len
 
-  def update(self, module: nn.Module, items: Sequence[jax.Array]) -> tuple[str, tuple, jax.Array]:
-    """Writes this call's `items` (each `(batch, T, ...)`) into `module`'s cache.
+  def update(self, module: nn.Module, items: Sequence[jax.Array],
+             names: Sequence[str] = ("mem", "mem_mask")) -> tuple[str, tuple, jax.Array]:
+    """Writes this call's `items` (each `(batch, T, ...)`) into `module`'s cache under `names`.
 
     Returns `(kind, sequence, q_start)`: `kind == 'step'` — `sequence` is the memory after the
     write and the new queries are at `[q_start, q_start + T)`; `kind == 'prefix'` — `sequence`
     is `items` itself (a whole prefix, computed in full) and `q_start == 0`.
     """
-    names = ("mem", "mem_mask")[:len(items)]
     batch, length = items[0].shape[:2]
     mems = [module.variable("cache", name, jnp.zeros, (batch, self.mem_len) + x.shape[2:],
-                            x.dtype) for name, x in zip(names, items, strict=False)]
+                            x.dtype) for name, x in zip(names[:len(items)], items, strict=True)]
     end_var = module.variable("cache", "mem_end", lambda: jnp.zeros((), jnp.int32))
     initializing = module.is_initializing()
     if mems[0].value.shape[0] != batch:

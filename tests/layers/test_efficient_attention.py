@@ -1,7 +1,8 @@
-"""declax's own tests of SelfAttention and EncDecAttention (Trax's are in tests/trax_compat)."""
+"""declax's own tests of the efficient attention layers (Trax's are in tests/trax_compat)."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 import declax.layers as tl
 from declax.layers.efficient_attention import ChunkLengthError, attend, mask_self_attention
+from declax.layers.lsh_attention import BucketCountError
 from declax.layers.predict_memory import PredictMemoryError
 
 
@@ -159,3 +161,101 @@ def test_enc_dec_attention_masks_padding_and_decodes():
   predict = tl.with_mode(layer, "predict")
   steps = [predict.apply(variables, (dec[:, i:i + 1], enc, mask)) for i in range(5)]
   np.testing.assert_allclose(jnp.concatenate(steps, 1), y, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# LSH attention
+# ------------------------------------------------------------------------------------------------
+
+
+def test_lsh_one_bucket_equals_full_causal_attention_with_self_mask():
+  layer = tl.LSHSelfAttention(n_heads=2, d_qk=4, d_v=3, causal=True, chunk_len=16,
+                              n_chunks_before=0, n_hashes=1, n_buckets=1, mode="eval")
+  x = _x((2, 16, 8))
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  y = jax.jit(layer.apply)(variables, x)
+  p = nn.unbox(variables["params"])
+  expected = []
+  for b in range(2):
+    out = 0
+    for h in range(2):
+      q, v = x[b] @ p["w_q"][h], x[b] @ p["w_v"][h]
+      k = q / np.sqrt(np.mean(q**2, -1, keepdims=True) + 1e-6)  # shared QK: normalised keys
+      out = out + _full_attention(q, k, v, causal=True, exclude_self=True) @ p["w_o"][h]
+    expected.append(out)
+  np.testing.assert_allclose(y, np.stack(expected), atol=1e-5)
+
+
+def test_lsh_causality_through_gradients():
+  layer = tl.LSHSelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, chunk_len=4,
+                              n_chunks_before=1, n_hashes=2, n_buckets=4, mode="eval")
+  x = _x((1, 16, 8))
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  jac = jax.jit(jax.jacrev(lambda x: layer.apply(variables, x)[0]))(x)
+  jac = np.abs(np.asarray(jac)).sum(axis=(1, 2, 4))
+  for t in range(16):
+    assert np.all(jac[t, t + 1:] == 0), f"output {t} depends on later inputs"
+
+
+def _assert_decoded(out, expected):
+  np.testing.assert_allclose(out[:, 1:], expected[:, 1:], atol=1e-5)
+  # Position 0 sees only itself, behind Trax's -1e5 self-mask: combining several hash rounds
+  # at logits near -1e5 costs float32 precision (in Trax too).
+  np.testing.assert_allclose(out[:, 0], expected[:, 0], rtol=5e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_hashes,n_buckets", [(1, 1), (2, 4)])
+def test_lsh_decoding_equals_full_pass(n_hashes, n_buckets):
+  # Decoding attends to the most recent same-bucket positions; when the chunks cover the whole
+  # sequence the full pass attends to every position too, and the two agree.
+  common = dict(n_heads=2, d_qk=4, d_v=4, causal=True, chunk_len=16, n_chunks_before=0,
+                n_hashes=n_hashes, n_buckets=n_buckets, predict_mem_len=16, predict_drop_len=8)
+  x = _x((1, 16, 8))
+  ref = tl.LSHSelfAttention(mode="eval", **common)
+  variables = ref.init(jax.random.PRNGKey(1), x)
+  expected = ref.apply(variables, x)
+  layer = tl.LSHSelfAttention(mode="predict", **common)
+  for prefix in (0, 8):
+    _assert_decoded(_decode(layer, variables["params"], x, prefix=prefix), expected)
+
+
+def test_pure_lsh_decoding_equals_full_pass():
+  common = dict(n_heads=2, causal=True, chunk_len=8, n_chunks_before=0, n_hashes=2,
+                n_buckets=2, predict_mem_len=8, predict_drop_len=4)
+  qk, v = _x((4, 8, 4), 1), _x((4, 8, 3), 2)
+  expected = tl.PureLSHSelfAttention(mode="eval", **common).apply({}, (qk, v))
+  layer = tl.PureLSHSelfAttention(mode="predict", **common)
+  cache = layer.init(jax.random.PRNGKey(0), (qk[:, :1], v[:, :1]))["cache"]
+  step = jax.jit(lambda cache, a, b: layer.apply({"cache": cache}, (a, b), mutable=["cache"]))
+  outs = []
+  for i in range(8):
+    out, state = step(cache, qk[:, i:i + 1], v[:, i:i + 1])
+    outs.append(out)
+    cache = state["cache"]
+  _assert_decoded(jnp.concatenate(outs, 1), expected)
+
+
+def test_lsh_rotations_fixed_in_eval_fresh_in_train():
+  layer = tl.LSHSelfAttention(n_heads=1, d_qk=4, d_v=4, chunk_len=4, n_hashes=1, n_buckets=4)
+  x = _x((1, 16, 8))
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  apply = jax.jit(layer.apply)
+  a = apply(variables, x, rngs={"hash": jax.random.PRNGKey(1)})
+  b = apply(variables, x, rngs={"hash": jax.random.PRNGKey(2)})
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(a, apply(variables, x, rngs={"hash": jax.random.PRNGKey(1)}))
+  evaluate = jax.jit(tl.with_mode(layer, "eval").apply)
+  np.testing.assert_array_equal(evaluate(variables, x), evaluate(variables, x))
+
+
+@pytest.mark.parametrize("n_buckets", [3, (4, 5), 0])
+def test_lsh_odd_n_buckets_is_an_error(n_buckets):
+  with pytest.raises(BucketCountError, match="must be an even int >= 2"):
+    tl.LSHSelfAttention(n_buckets=n_buckets)
+
+
+def test_lsh_chunk_len_must_divide_length():
+  layer = tl.LSHSelfAttention(n_heads=1, d_qk=4, d_v=4, chunk_len=8, n_buckets=2)
+  with pytest.raises(tl.LayerError, match="length 12 is not a multiple of chunk_len=8") as info:
+    layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 8)))
+  assert isinstance(info.value.cause, ChunkLengthError)
