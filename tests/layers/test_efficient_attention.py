@@ -63,6 +63,7 @@ def test_chunk_covering_sequence_equals_full_attention():
   np.testing.assert_allclose(out, _full_attention(q, k, v, True, False), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share_qk", [False, True])
 def test_self_attention_chunked_causality_through_gradients(share_qk):
   layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, share_qk=share_qk,
@@ -85,6 +86,7 @@ def test_self_attention_chunked_causality_through_gradients(share_qk):
     dict(chunk_len=2, n_chunks_before=2, bias=True),
     dict(chunk_len=None, predict_mem_len=16),
 ])
+@pytest.mark.slow
 def test_self_attention_decoding_equals_full_pass(kwargs):
   common = dict(n_heads=3, d_qk=4, d_v=5, causal=True, **kwargs)
   x = _x((1, 16, 8))
@@ -99,6 +101,7 @@ def test_self_attention_decoding_equals_full_pass(kwargs):
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_self_attention_masked_ignores_padding():
   layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, masked=True, chunk_len=4,
                            n_chunks_before=1, n_chunks_after=1, mode="eval")
@@ -130,6 +133,7 @@ def test_self_attention_chunk_len_must_divide_length():
   assert isinstance(info.value.cause, ChunkLengthError)
 
 
+@pytest.mark.slow
 def test_predict_memory_overflow_is_an_error():
   layer = tl.SelfAttention(n_heads=1, d_qk=4, d_v=4, causal=True, predict_mem_len=3,
                            mode="predict")
@@ -149,6 +153,7 @@ def test_predict_drop_len_out_of_range():
     tl.SelfAttention(causal=True, chunk_len=4, predict_drop_len=99, mode="predict")
 
 
+@pytest.mark.slow
 def test_enc_dec_attention_masks_padding_and_decodes():
   layer = tl.EncDecAttention(n_heads=2, d_qk=4, d_v=4)
   dec, enc = _x((2, 5, 6), 1), _x((2, 7, 10), 2)
@@ -168,6 +173,7 @@ def test_enc_dec_attention_masks_padding_and_decodes():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lsh_one_bucket_equals_full_causal_attention_with_self_mask():
   layer = tl.LSHSelfAttention(n_heads=2, d_qk=4, d_v=3, causal=True, chunk_len=16,
                               n_chunks_before=0, n_hashes=1, n_buckets=1, mode="eval")
@@ -186,6 +192,7 @@ def test_lsh_one_bucket_equals_full_causal_attention_with_self_mask():
   np.testing.assert_allclose(y, np.stack(expected), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lsh_causality_through_gradients():
   layer = tl.LSHSelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, chunk_len=4,
                               n_chunks_before=1, n_hashes=2, n_buckets=4, mode="eval")
@@ -204,6 +211,7 @@ def _assert_decoded(out, expected):
   np.testing.assert_allclose(out[:, 0], expected[:, 0], rtol=5e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_hashes,n_buckets", [(1, 1), (2, 4)])
 def test_lsh_decoding_equals_full_pass(n_hashes, n_buckets):
   # Decoding attends to the most recent same-bucket positions; when the chunks cover the whole
@@ -219,6 +227,7 @@ def test_lsh_decoding_equals_full_pass(n_hashes, n_buckets):
     _assert_decoded(_decode(layer, variables["params"], x, prefix=prefix), expected)
 
 
+@pytest.mark.slow
 def test_pure_lsh_decoding_equals_full_pass():
   common = dict(n_heads=2, causal=True, chunk_len=8, n_chunks_before=0, n_hashes=2,
                 n_buckets=2, predict_mem_len=8, predict_drop_len=4)
@@ -235,6 +244,7 @@ def test_pure_lsh_decoding_equals_full_pass():
   _assert_decoded(jnp.concatenate(outs, 1), expected)
 
 
+@pytest.mark.slow
 def test_lsh_rotations_fixed_in_eval_fresh_in_train():
   layer = tl.LSHSelfAttention(n_heads=1, d_qk=4, d_v=4, chunk_len=4, n_hashes=1, n_buckets=4)
   x = _x((1, 16, 8))
