@@ -321,9 +321,11 @@ class SelfAttention(EfficientAttentionBase):
     if self.chunk_len is not None:
       mem_len = mem_len or self.chunk_len * (1 + self.n_chunks_before)
       drop_len = drop_len or self.chunk_len
-    # A one-position call goes through the memory; a longer one is a prefix (Trax's rule).
-    small = min(drop_len or mem_len, mem_len - 1)
-    return PredictMemory(type(self).__name__, mem_len, drop_len, max_small_call=small)
+    memory = PredictMemory(type(self).__name__, mem_len, drop_len)
+    # Calls of up to predict_drop_len positions go through the memory; longer ones are
+    # prefixes (Trax's rule).
+    memory.max_small_call = min(drop_len or mem_len, mem_len - 1)
+    return memory
 
   @nn.compact
   def forward(self, x, mask=None):

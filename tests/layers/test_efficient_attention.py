@@ -148,9 +148,22 @@ def test_predict_memory_overflow_is_an_error():
     layer.apply(layer.init(jax.random.PRNGKey(0), x[:, :1]), x, mutable=["cache"])
 
 
+def test_predict_prefix_after_the_start_is_an_error():
+  layer = tl.SelfAttention(n_heads=1, d_qk=4, d_v=4, causal=True, chunk_len=2, mode="predict")
+  variables = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 8)))
+  _, state = layer.apply(variables, jnp.ones((1, 1, 8)), mutable=["cache"])
+  with pytest.raises(tl.LayerError, match=r"a call with 4 positions \(a prefix\) must come "
+                     "first") as info:
+    layer.apply({"params": variables["params"], **state}, jnp.ones((1, 4, 8)), mutable=["cache"])
+  assert isinstance(info.value.cause, PredictMemoryError)
+
+
 def test_predict_drop_len_out_of_range():
-  with pytest.raises(ValueError, match="predict_drop_len must be in"):
+  with pytest.raises(ValueError, match=r"predict_drop_len must be in \[1, predict_mem_len=4\]"):
     tl.SelfAttention(causal=True, chunk_len=4, predict_drop_len=99, mode="predict")
+  with pytest.raises(ValueError, match="mode='predict' needs predict_mem_len >= 1"):
+    tl.with_mode(tl.SelfAttention(causal=True), "predict")
+  tl.with_mode(tl.SelfAttention(causal=False), "predict")  # non-causal: acts as in eval
 
 
 @pytest.mark.slow
