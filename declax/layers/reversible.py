@@ -35,6 +35,7 @@ from declax.layers.combinators import Serial, stack_arity
 __all__ = [
     "NotReversibleError", "ReversibleConcatenatePair", "ReversibleHalfResidual", "ReversibleLayer",
     "ReversibleReshape", "ReversibleSelect", "ReversibleSerial", "ReversibleSwap",
+    "with_custom_backward",
 ]
 
 
@@ -446,3 +447,31 @@ def _reversible_run(defs: tuple):
 
   run.defvjp(run_fwd, run_bwd)
   return run
+
+
+def with_custom_backward(model: nn.Module, enabled: bool) -> nn.Module:
+  """The same layer tree with every `ReversibleSerial`'s `custom_backward` set to `enabled`.
+
+  `enabled=False` gives ordinary backpropagation through the very same computation (same
+  parameters, same random numbers), e.g. to compare gradients or memory.
+
+  ```python
+  plain = with_custom_backward(model, False)
+  ```
+  """
+  memo: dict[int, nn.Module] = {}
+
+  def convert(value):
+    if isinstance(value, (tuple, list)):
+      return type(value)(convert(v) for v in value)
+    if not isinstance(value, nn.Module):
+      return value
+    if id(value) not in memo:
+      updates = {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)
+                 if f.init and f.name not in ("parent", "name")}
+      if isinstance(value, ReversibleSerial):
+        updates["custom_backward"] = enabled
+      memo[id(value)] = value.clone(**updates)
+    return memo[id(value)]
+
+  return convert(model)

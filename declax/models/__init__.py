@@ -10,3 +10,6 @@ from declax.models.transformer import Transformer, TransformerEncoder, Transform
 
 __all__ += ["MultiEmbeddingModel", "RNNLM", "Resnet50", "Transformer", "TransformerEncoder",
             "TransformerLM", "WideResnet"]
+from declax.models.reformer import Reformer, ReformerLM, ReformerShortenLM  # noqa: E402
+
+__all__ += ["Reformer", "ReformerLM", "ReformerShortenLM"]
