@@ -282,3 +282,24 @@ def test_lsh_chunk_len_must_divide_length():
   with pytest.raises(tl.LayerError, match="length 12 is not a multiple of chunk_len=8") as info:
     layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 8)))
   assert isinstance(info.value.cause, ChunkLengthError)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["chunked", "lsh"])
+def test_greedy_sampling_through_declax_decoding_matches_the_full_pass(attention):
+  from declax.decoding import autoregressive_sample
+
+  if attention == "chunked":
+    layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, chunk_len=4,
+                             n_chunks_before=1)
+  else:
+    layer = tl.LSHSelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, chunk_len=16,
+                                n_chunks_before=0, n_hashes=2, n_buckets=4,
+                                predict_mem_len=16, predict_drop_len=8)
+  model = tl.Serial(tl.Embedding(vocab_size=11, d_feature=8), layer, tl.Dense(11))
+  prefix = jnp.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], jnp.int32)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 16), jnp.int32))
+  tokens = autoregressive_sample(model, variables, prefix=prefix, max_length=11, temperature=0.0)
+  sequence = jnp.concatenate([jnp.zeros((2, 1), jnp.int32), prefix, tokens[:, :-1]], axis=1)
+  logits = jax.jit(tl.with_mode(model, "eval").apply)(variables, sequence)     # (2, 16, 11)
+  np.testing.assert_array_equal(jnp.argmax(logits[:, 5:], axis=-1), tokens)
