@@ -97,8 +97,10 @@ __all__ = [
 # Efficient attention (Reformer)
 from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
 from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention  # noqa: E402
+from declax.layers.lsh_ff import LSHFF  # noqa: E402
 
-__all__ += ["EncDecAttention", "LSHSelfAttention", "PureLSHSelfAttention", "SelfAttention"]
+__all__ += ["EncDecAttention", "LSHFF", "LSHSelfAttention", "PureLSHSelfAttention",
+            "SelfAttention"]
 
 # Reversible layers and position encodings (Reformer)
 from declax.layers.position_encodings import (  # noqa: E402

@@ -303,3 +303,16 @@ def test_greedy_sampling_through_declax_decoding_matches_the_full_pass(attention
   sequence = jnp.concatenate([jnp.zeros((2, 1), jnp.int32), prefix, tokens[:, :-1]], axis=1)
   logits = jax.jit(tl.with_mode(model, "eval").apply)(variables, sequence)     # (2, 16, 11)
   np.testing.assert_array_equal(jnp.argmax(logits[:, 5:], axis=-1), tokens)
+
+
+@pytest.mark.slow
+def test_lsh_ff_with_one_bucket_is_a_plain_feed_forward():
+  layer = tl.LSHFF(d_ff=32, n_buckets=1, n_hashes=2)
+  x = _x((2, 3, 8))
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  p = nn.unbox(variables["params"])
+  expected = jnp.maximum(x @ p["w1"].T, 0) @ p["w2"] + p["b2"]
+  np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-6)
+  assert str(layer) == "LSHFF_32"
+  sparse = tl.LSHFF(d_ff=32, n_buckets=8, n_hashes=1, mode="eval")
+  assert not np.allclose(sparse.apply(variables, x), expected)  # most units skipped

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from declax.layers import efficient_attention, lsh_attention
+from declax.layers import efficient_attention, lsh_attention, lsh_ff
 
 
 def _init_apply(layer, x, init_rng=0, call_rng=None):
@@ -33,9 +33,12 @@ def test_self_attention():
   assert y.shape == x.shape
 
 
-@pytest.mark.skip(reason="LSHFF (LSH feed-forward) is not part of declax's efficient attention")
+@pytest.mark.slow
 def test_lsh_ff():
-  pass
+  layer = lsh_ff.LSHFF(d_ff=1024 * 8, n_buckets=[16, 8])
+  x = np.ones((3, 7, 1024)).astype(np.float32)
+  y, _ = _init_apply(layer, x)
+  assert y.shape == x.shape
 
 
 def test_self_attention_tf():
