@@ -1,4 +1,4 @@
-"""Trax's copy task on a tiny ReformerLM with chunked attention: learn to copy a random word,
+"""Trax's copy task on a tiny ReformerLM with LSH attention: learn to copy a random word,
 `0 w 0 w`, with the loss on the copied half only (the first half is random).
 
     python scripts/train.py --config configs/reformer_copy.py --workdir /tmp/declax/reformer_copy
@@ -17,9 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = dict(
       name="ReformerLM", vocab_size=32, d_model=64, d_ff=128, d_attention_key=32,
       d_attention_value=32, n_layers=2, n_heads=2, dropout=0.0, max_len=64,
-      attention_type="SelfAttention",
-      # Chunks of 16 positions that see the two chunks before: the copy is 32 positions back.
-      attention_kwargs=dict(chunk_len=16, n_chunks_before=2),
+      attention_type="LSHSelfAttention",
+      # LSH: 4 hash rounds into 4 buckets of the 64 positions, sorted chunks of 16 that also
+      # see the chunk before.
+      attention_kwargs=dict(chunk_len=16, n_chunks_before=1, n_hashes=4, n_buckets=4),
       ff_activation="FastGelu", ff_chunk_size=0,
   )
 
