@@ -316,3 +316,39 @@ def test_lsh_ff_with_one_bucket_is_a_plain_feed_forward():
   assert str(layer) == "LSHFF_32"
   sparse = tl.LSHFF(d_ff=32, n_buckets=8, n_hashes=1, mode="eval")
   assert not np.allclose(sparse.apply(variables, x), expected)  # most units skipped
+
+
+@pytest.mark.slow
+def test_gradients_on_a_mesh_equal_one_device():
+  from tests.subprocess_utils import run_snippet
+
+  result = run_snippet("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    import declax.layers as tl
+    from declax import sharding
+
+    model = tl.Serial(
+        tl.LSHSelfAttention(n_heads=2, d_qk=8, d_v=8, causal=True, chunk_len=8, n_hashes=2,
+                            n_buckets=4),
+        tl.SelfAttention(n_heads=2, d_qk=8, d_v=8, causal=True, chunk_len=8, n_chunks_before=1))
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 32, 16))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    loss = lambda p, x: jnp.mean(model.apply({'params': p}, x,
+                                             rngs={'hash': jax.random.PRNGKey(2)}) ** 2)
+    grad = jax.jit(jax.value_and_grad(loss))
+    expected = grad(variables['params'], x)
+    errors = []
+    meshes = ({'data': 8}, {'data': 2, 'fsdp': 2, 'tensor': 2}, {'data': 1, 'tensor': 2, 'fsdp': 4})
+    for axes in meshes:
+      mesh = sharding.mesh_from_config(axes)
+      rules = sharding.rules_from_config(None)
+      with sharding.mesh_context(mesh, rules):
+        got = grad(variables['params'], jax.device_put(x, sharding.batch_sharding(mesh)))
+      diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) -
+                                                                            np.asarray(b)))),
+                                           got, expected))
+      errors.append(max(diffs))
+    print(json.dumps({'errors': errors}))
+  """)
+  assert max(result["errors"]) < 1e-5, result
