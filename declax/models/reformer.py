@@ -51,8 +51,8 @@ def _layer_class(value: Any, what: str) -> Callable:
     return value
   names = [n for n in dir(tl) if n[:1].isupper()]
   if value not in names:
-    raise ReformerConfigError(f"unknown {what} {value!r}{did_you_mean(value, names)}; use a "
-                              "declax.layers class name, e.g. 'LSHSelfAttention'")
+    raise ReformerConfigError(f"unknown {what} {value!r}: use a declax.layers class name, e.g. "
+                              f"'LSHSelfAttention'{did_you_mean(value, names)}")
   return getattr(tl, value)
 
 
@@ -145,9 +145,8 @@ def PositionalEncoder(mode: str, dropout: float, max_len: int, pos_type: str | N
   """The position encoding for `pos_type` (Trax's `PositionalEncoder`). `encoder=True`: an
   encoder that re-reads its whole input on every decoding step (no position cache)."""
   if pos_type not in POS_TYPES:
-    raise ReformerConfigError(f"unknown pos_type {pos_type!r}"
-                              f"{did_you_mean(str(pos_type), [str(p) for p in POS_TYPES[1:]])}; "
-                              f"use one of {POS_TYPES}")
+    raise ReformerConfigError(f"unknown pos_type {pos_type!r}: use one of {POS_TYPES}"
+                              f"{did_you_mean(str(pos_type), [str(p) for p in POS_TYPES[1:]])}")
   if encoder and mode == "predict" and pos_type is not None:
     mode = "eval"
   if pos_type is None:

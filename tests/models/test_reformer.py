@@ -133,6 +133,10 @@ def test_reformer_bad_arguments_are_named():
     _lm(n_layers=3, attention_type=["CausalAttention", "SelfAttention"])
   with pytest.raises(ReformerConfigError, match="no 'predict' mode"):
     ReformerShortenLM(32, mode="predict")
+  with pytest.raises(ReformerConfigError, match="ff_sparsity must be 0"):
+    _lm(ff_sparsity=4)
+  with pytest.raises(ReformerConfigError, match="SRU .* has no predict-mode cache"):
+    _lm(ff_use_sru=1, mode="predict")
   assert issubclass(ReformerConfigError, declax.DeclaxError)
 
 
