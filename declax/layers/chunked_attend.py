@@ -124,7 +124,9 @@ def attend(q: jax.Array, k: jax.Array | None, v: jax.Array, *, q_chunk_len: int 
   k = look_adjacent(k, n_chunks_before, n_chunks_after, axis=-3)
   v = look_adjacent(v, n_chunks_before, n_chunks_after, axis=-3)
   kv_info = look_adjacent(kv_info, n_chunks_before, n_chunks_after, axis=-2)
-  dots = jnp.einsum("...qd,...kd->...qk", q, k)
+  # Scores, masks and softmax in float32 even for bfloat16 inputs: the -1e5 self-mask and the
+  # combination of hash rounds near it need float32's precision.
+  dots = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
   if mask_fn is not None:
     dots = mask_fn(dots, q_info[..., :, None], kv_info[..., None, :])
   logsumexp = jax.nn.logsumexp(dots, axis=-1, keepdims=True)
@@ -132,7 +134,7 @@ def attend(q: jax.Array, k: jax.Array | None, v: jax.Array, *, q_chunk_len: int 
   if dropout > 0.0:
     keep = jax.random.bernoulli(rng, 1.0 - dropout, probs.shape[-2:])
     probs = probs * (keep.astype(probs.dtype) / (1.0 - dropout))
-  out = jnp.einsum("...qk,...kd->...qd", probs, v)
+  out = jnp.einsum("...qk,...kd->...qd", probs.astype(v.dtype), v)
   out = out.reshape(lead + (-1, out.shape[-1]))
   return out, logsumexp.reshape(lead + (-1,))
 

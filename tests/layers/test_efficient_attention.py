@@ -352,3 +352,16 @@ def test_gradients_on_a_mesh_equal_one_device():
     print(json.dumps({'errors': errors}))
   """)
   assert max(result["errors"]) < 1e-5, result
+
+
+@pytest.mark.slow
+def test_bfloat16_scores_stay_float32():
+  # Several hash rounds meeting the -1e5 self-mask at position 0 would round away in bfloat16.
+  x = _x((1, 16, 8)).astype(jnp.bfloat16)
+  layer = tl.LSHSelfAttention(n_heads=2, d_qk=4, d_v=4, causal=True, chunk_len=8, n_hashes=2,
+                              n_buckets=1, mode="eval", dtype=jnp.bfloat16)
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  y = jax.jit(layer.apply)(variables, x)
+  y32 = jax.jit(layer.clone(dtype=None).apply)(variables, x.astype(jnp.float32))
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y, np.float32), y32, atol=0.05)
