@@ -68,8 +68,9 @@ def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: 
                max_len: int, attention_kwargs: dict | None = None) -> tl.Layer:
   """Trax's `ApplyAttentionLayer`: efficient-attention arguments, else the plain ones."""
   cls = _layer_class(attention_type, "attention_type")
-  if attention_kwargs:
-    cls = functools.partial(cls, **attention_kwargs)
+  if attention_kwargs:  # each layer takes the ones it has (LSH's n_hashes skip SelfAttention)
+    taken = _fields(cls)
+    cls = functools.partial(cls, **{k: v for k, v in attention_kwargs.items() if k in taken})
   fields = _fields(cls)
   given = cls.keywords if isinstance(cls, functools.partial) else {}
   if "d_qk" in fields:
@@ -244,7 +245,7 @@ def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N
   `pos_d_axial_embs` summing to `d_model`); `ff_chunk_size` runs the feed-forward on chunks of
   that many positions; `ff_use_sru` adds that many SRU layers. `ff_sparsity` must be 0 (sparse
   feed-forward layers are not in declax). `attention_kwargs` (declax's; Trax sets these with gin)
-  are passed to every attention layer, e.g. `{'chunk_len': 64, 'n_hashes': 2}`.
+  go to every attention layer that takes them, e.g. `{'chunk_len': 64, 'n_hashes': 2}`.
 
   ```python
   model = ReformerLM(vocab_size=256, d_model=64, d_ff=128, n_layers=2, n_heads=2, max_len=64,
