@@ -396,7 +396,7 @@ def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noq
   def decoder_block():
     causal = tl.SelfAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head, causal=True,
                               attention_dropout=dropout, output_dropout=dropout, mode=mode,
-                              predict_mem_len=max_len if mode == "predict" else None)
+                              predict_mem_len=max_len)
     enc_dec = tl.EncDecAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head,
                                  attention_dropout=dropout, output_dropout=dropout, mode=mode)
     return [tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=causal),

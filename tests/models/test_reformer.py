@@ -119,6 +119,29 @@ def test_reformer_encoder_decoder_and_shorten_lm():
   assert short.apply(short.init(KEY, TOKENS), TOKENS, rngs={"dropout": KEY}).shape == (2, 16, 32)
 
 
+@pytest.mark.slow
+def test_reformer_encoder_decoder_decodes_token_by_token_like_the_full_pass():
+  def make(mode):
+    return Reformer(32, d_model=16, d_ff=32, n_encoder_layers=1, n_decoder_layers=1, n_heads=2,
+                    max_len=16, dropout=0.0, mode=mode)
+  source, targets = TOKENS, TOKENS[:, :8]
+  variables = make("eval").init(KEY, (source, targets))
+  full, _ = make("eval").apply(variables, (source, targets))
+  predict = make("predict")
+  cache = predict.init(KEY, (source, targets[:, :1]))["cache"]
+  shifted = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+  outs = []
+  for t in range(targets.shape[1]):
+    (logits, _), updates = predict.apply({**variables, "cache": cache},
+                                         (source, shifted[:, t:t + 1]), mutable=["cache"])
+    cache = updates["cache"]
+    outs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-4)
+  sample = decoding.autoregressive_sample(make("eval"), variables, inputs=source, max_length=5,
+                                          temperature=0.0)
+  assert sample.shape == (2, 5)
+
+
 def test_reformer_bad_arguments_are_named():
   with pytest.raises(AxialShapeError, match=r"pos_axial_shape \(4, 3\) multiplies to 12, but "
                      r"max_len is 16"):
