@@ -36,9 +36,11 @@ class AxialShapeError(DeclaxError, ValueError):
   """An axial position encoding whose shape or depths do not fit the model."""
 
 
-def _check_3d(x) -> None:
+def _check_3d(x) -> jax.Array:
+  """`x` as a JAX array (float64 inputs become float32 quietly, as JAX does by default)."""
   if x.ndim != 3:
     raise ValueError(f"expects inputs of shape (batch, length, d_feature), got {describe([x])}")
+  return jnp.asarray(x)
 
 
 def _position_cache(module: nn.Module, length: int, shape: tuple = ()) -> jax.Array:
@@ -108,7 +110,7 @@ class AxialPositionalEncoding(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_3d(x)
+    x = _check_3d(x)
     length = x.shape[1]
     if length > self.max_len:
       raise AxialShapeError(f"AxialPositionalEncoding: sequence length {length} exceeds "
@@ -156,7 +158,7 @@ class SinCosPositionalEncoding(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_3d(x)
+    x = _check_3d(x)
     length, d = x.shape[1], x.shape[2]
     if self.mode == "predict":
       return x + self.sincos(_position_cache(self, length), length, d)[..., :d].astype(x.dtype)
@@ -194,7 +196,7 @@ class FixedBasePositionalEncoding(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_3d(x)
+    x = _check_3d(x)
     batch, length, d_feature = x.shape
     if d_feature % self.n_digits:
       raise ValueError(f"FixedBasePositionalEncoding: d_feature {d_feature} must be divisible "
@@ -293,7 +295,7 @@ class InfinitePositionalEncoding(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_3d(x)
+    x = _check_3d(x)
     batch, length, depth = x.shape
     half = (depth + 1) // 2
     phase = 0.0
@@ -334,7 +336,7 @@ class TimeBinPositionalEncoding(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_3d(x)
+    x = _check_3d(x)
     batch, length, depth = x.shape
     if self.mode == "predict":
       t = _position_cache(self, length, (batch,))[:, None] + jnp.arange(length)[None]
@@ -375,6 +377,6 @@ class Rotate(Layer):
   """
 
   def forward(self, x):
-    _check_3d(x)
+    x = _check_3d(x)
     return rotate(x)
 
