@@ -13,6 +13,7 @@ enc = tl.AxialPositionalEncoding(shape=(8, 16), d_embs=(16, 16))   # max length 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,16 @@ __all__ = [
 
 class AxialShapeError(DeclaxError, ValueError):
   """An axial position encoding whose shape or depths do not fit the model."""
+
+
+def _broadcasting(fn: Callable) -> Callable:
+  """Runs `fn` with NumPy's rank broadcasting and standard dtype promotion: the encodings mix
+  integer positions with per-feature float vectors (outputs are cast to the input dtype)."""
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+      return fn(*args, **kwargs)
+  return wrapped
 
 
 def _check_3d(x) -> jax.Array:
@@ -109,6 +120,7 @@ class AxialPositionalEncoding(Layer):
     return jnp.concatenate(parts, axis=-1).reshape(self.max_len, d_feature)
 
   @nn.compact
+  @_broadcasting
   def forward(self, x):
     x = _check_3d(x)
     length = x.shape[1]
@@ -157,6 +169,7 @@ class SinCosPositionalEncoding(Layer):
     return jnp.concatenate([jnp.sin(position * div), jnp.cos(position * div)], axis=1)[None]
 
   @nn.compact
+  @_broadcasting
   def forward(self, x):
     x = _check_3d(x)
     length, d = x.shape[1], x.shape[2]
@@ -195,6 +208,7 @@ class FixedBasePositionalEncoding(Layer):
   initializer: Callable = nn.initializers.uniform(2e-4)
 
   @nn.compact
+  @_broadcasting
   def forward(self, x):
     x = _check_3d(x)
     batch, length, d_feature = x.shape
@@ -294,6 +308,7 @@ class InfinitePositionalEncoding(Layer):
     return emb
 
   @nn.compact
+  @_broadcasting
   def forward(self, x):
     x = _check_3d(x)
     batch, length, depth = x.shape
@@ -335,6 +350,7 @@ class TimeBinPositionalEncoding(Layer):
   num_features = 3
 
   @nn.compact
+  @_broadcasting
   def forward(self, x):
     x = _check_3d(x)
     batch, length, depth = x.shape
@@ -352,6 +368,7 @@ class TimeBinPositionalEncoding(Layer):
 # ------------------------------------------------------------------------------------------------
 
 
+@_broadcasting
 def rotate(x: jax.Array) -> jax.Array:
   """Rotary position embedding (Su et al. 2021) of `(batch, length, d)` vectors.
 

@@ -48,6 +48,19 @@ class NotReversibleError(DeclaxError, TypeError):
 # ------------------------------------------------------------------------------------------------
 
 
+def _trax_arguments(cls: type) -> type:
+  """Class decorator: the constructor takes Trax's arguments, mapped to dataclass fields by the
+  class's `_trax_args` (Linen's `clone()` passes the fields back by keyword, which it accepts)."""
+  dataclass_init = cls.__init__
+
+  def __init__(self, *args, **fields):
+    dataclass_init(self, **cls._trax_args(*args, **fields))
+
+  __init__.__doc__ = cls.__doc__
+  cls.__init__ = __init__
+  return cls
+
+
 def _zeros_cotangent(x: Any) -> Any:
   """The cotangent of a non-differentiable (integer, boolean, key) value."""
   return np.zeros(np.shape(x), jax.dtypes.float0)
@@ -128,6 +141,7 @@ class ReversibleLayer(Layer):
 # ------------------------------------------------------------------------------------------------
 
 
+@_trax_arguments
 class ReversibleSelect(ReversibleLayer):
   """`Select` that is a permutation of its inputs, so it can run backwards.
 
@@ -172,6 +186,7 @@ class ReversibleSelect(ReversibleLayer):
     return tuple(outputs[list(self.indices).index(i)] for i in range(self.n_in))
 
 
+@_trax_arguments
 class ReversibleSwap(ReversibleSelect):
   """Swaps the top two stack items: `(x, y) -> (y, x)`; its own inverse.
 
@@ -191,6 +206,7 @@ class ReversibleSwap(ReversibleSelect):
     return "ReversibleSwap"
 
 
+@_trax_arguments
 class ReversibleReshape(ReversibleLayer):
   """Reshapes the leading axes of each of `n_in` items from `shape1` to `shape2` (and back).
 
@@ -258,6 +274,7 @@ class ReversibleConcatenatePair(ReversibleLayer):
 # ------------------------------------------------------------------------------------------------
 
 
+@_trax_arguments
 class ReversibleHalfResidual(ReversibleLayer):
   """Half of a RevNet residual: `(acc, *context) -> (acc + f(context), *context)`.
 
@@ -324,6 +341,7 @@ class ReversibleHalfResidual(ReversibleLayer):
 # ------------------------------------------------------------------------------------------------
 
 
+@_trax_arguments
 class ReversibleSerial(ReversibleLayer):
   """A `Serial` of reversible layers whose backward pass recomputes activations from outputs.
 
