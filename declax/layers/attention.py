@@ -48,6 +48,8 @@ def _check_shape(x: jax.Array, shape: tuple, message: str) -> None:
 class _MultiHeadAttention(Layer):
   """Fields, parameters and computation shared by the attention layers."""
 
+  passes_extra_items = True  # Trax builds these as a Serial
+
   d_feature: int
   n_heads: int = 1
   dropout: float = 0.0

@@ -61,6 +61,31 @@ def _category_cross_entropy(model_output, targets, label_smoothing):
   return optax.softmax_cross_entropy(logits, labels)
 
 
+def log_probs_cross_entropy(log_probs, targets):
+  """`-sum(one_hot(targets) * log_probs, -1)` (Trax's `_CrossEntropy`): category ids of shape
+  `log_probs.shape[:-1]` (integer, or float as Trax allows), or target distributions of
+  `log_probs`' own shape (soft targets)."""
+  if jnp.result_type(targets) == jnp.bool_:
+    raise TypeError(f"targets must be class ids (integer or float) or target distributions, "
+                    f"got {describe([targets])}")
+  if jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs):
+    distribution = _float(targets)
+  else:
+    if jnp.ndim(log_probs) == 0 or jnp.shape(targets) != jnp.shape(log_probs)[:-1]:
+      _check_categorical(log_probs, targets)  # raises the shape error
+    distribution = jax.nn.one_hot(targets, log_probs.shape[-1])
+  return -jnp.sum(_float(log_probs) * distribution, axis=-1)
+
+
+def probs_binary_cross_entropy(probs, targets):
+  """Trax's `_BinaryCrossEntropy`: `-(t log p + (1 - t) log(1 - p))` summed, over the batch
+  size (axis 0), on probabilities `p` of the targets' shape."""
+  _check_same_shape(probs, targets)
+  p, t = _float(probs), _float(targets)
+  values = t * jnp.log(p) + (1 - t) * jnp.log(1 - p)
+  return -jnp.sum(values) / p.shape[0]
+
+
 class _Metric(Layer):
   """Base of metric layers: `n_in` from the class, a 0-d float32 output."""
 
@@ -112,7 +137,8 @@ class WeightedCategoryCrossEntropy(_Smoothed):
 
 class CrossEntropyLoss(_Metric):
   """Weighted mean of `-model_output[target]`, where `model_output` are log-probabilities
-  (e.g. after `LogSoftmax`) — Trax 1.4's `CrossEntropyLoss`.
+  (e.g. after `LogSoftmax`) — Trax 1.4's `CrossEntropyLoss`. Targets are category ids (integer,
+  or float as Trax allows), or target distributions of `model_output`'s shape (soft targets).
 
   ```python
   loss = tl.Serial(tl.LogSoftmax(), tl.CrossEntropyLoss())   # on (logits, targets, weights)
@@ -122,10 +148,9 @@ class CrossEntropyLoss(_Metric):
   _n_in = 3
 
   def forward(self, model_output, targets, weights):
-    _check_categorical(model_output, targets)
-    log_probs = _float(model_output)
-    values = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    return _weighted_mean(values, targets, weights)
+    values = log_probs_cross_entropy(model_output, targets)
+    return _weighted_mean(values, targets if values.shape == jnp.shape(targets) else values,
+                          weights)
 
 
 def _accuracy_values(model_output, targets):
@@ -181,23 +206,22 @@ class Accuracy(_Metric):
 
 
 class BinaryCrossEntropyLoss(_Metric):
-  """Weighted mean binary cross-entropy of logits against 0/1 targets.
-
-  `model_output` has the targets' shape, or that shape plus a trailing axis of size 1.
+  """Binary cross-entropy of *probabilities* against 0/1 targets of the same shape, as Trax's
+  `BinaryCrossEntropyLoss`: `-sum(t log p + (1 - t) log(1 - p)) / batch_size`, then Trax's
+  weighted mean of that scalar (so uniform weights leave it unchanged). On logits use
+  `SigmoidBinaryCrossEntropyLoss`.
 
   ```python
-  tl.BinaryCrossEntropyLoss().apply({}, (logits, labels, weights))
+  tl.BinaryCrossEntropyLoss().apply({}, (jnp.array([0.7]), jnp.array([1.0]), 1.0))   # 0.3567
   ```
   """
 
   _n_in = 3
 
   def forward(self, model_output, targets, weights):
-    if jnp.shape(model_output) == jnp.shape(targets) + (1,):
-      model_output = model_output[..., 0]
-    _check_same_shape(model_output, targets)
-    values = optax.sigmoid_binary_cross_entropy(_float(model_output), _float(targets))
-    return _weighted_mean(values, targets, weights)
+    value = probs_binary_cross_entropy(model_output, targets)
+    weights = _float(weights)
+    return jnp.sum(value * weights) / jnp.sum(weights)
 
 
 class L2Loss(_Metric):

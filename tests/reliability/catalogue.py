@@ -46,7 +46,8 @@ CATALOGUE: dict[str, str] = {
     "L25": "Dropout: mode must be one of ('train', 'eval', 'predict'), got 'training'",
     "L26": "CrossEntropyLoss: ValueError: targets i32[5] must have the shape of model_output "
            "f32[4,3] without its last (class) axis, i.e. (4,)",
-    "L27": "CrossEntropyLoss: TypeError: targets must be integer class ids, got f32[4]",
+    "L27": "CrossEntropyLoss: TypeError: targets must be class ids (integer or float) or target "
+           "distributions, got bool[4]",
     "L28": "CrossEntropyLoss: ValueError: weights f32[3] do not broadcast to the targets' shape "
            "i32[4]",
     "L29": "Dense_4: TypeError: stack item 0 is None; layers take arrays",
