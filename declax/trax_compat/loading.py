@@ -59,12 +59,10 @@ def _key_path(path: tuple) -> Path:
 
 
 def _fill(abstract: Any, arrays: dict[Path, np.ndarray]) -> Any:
-  """`abstract` (ShapeDtypeStructs, maybe in logical-axis boxes) with `arrays` put in."""
+  """`abstract`'s tree (ShapeDtypeStructs, maybe in logical-axis boxes) with `arrays` put in,
+  as plain arrays (optax and `model.apply` take them; `Loop` re-adds the sharding names)."""
   def put(path, leaf):
-    value = arrays[_key_path(path)]
-    if _is_box(leaf):
-      return leaf.replace_boxed(jnp.asarray(value, leaf.unbox().dtype))
-    return jnp.asarray(value, leaf.dtype)
+    return jnp.asarray(arrays[_key_path(path)], nn.unbox(leaf).dtype)
   return jax.tree_util.tree_map_with_path(put, abstract, is_leaf=_is_box)
 
 
@@ -120,10 +118,8 @@ def init_from_file(model: nn.Module, path: str | os.PathLike, *example_inputs: A
   moments = [unflatten_trax(checkpoint.flat_slots[k::2], order, shapes, what=what)
              for k, what in ((0, "Adam first moments"), (1, "Adam second moments"))]
   step = int(checkpoint.step or 0)
-  mu, nu = (jax.tree_util.tree_map(nn.unbox, _fill(abstract_params, m), is_leaf=_is_box)
-            for m in moments)
-  params = jax.tree_util.tree_map(nn.unbox, variables["params"], is_leaf=_is_box)
-  template = optax.adam(1.0).init(params)
+  mu, nu = (_fill(abstract_params, m) for m in moments)
+  template = optax.adam(1.0).init(variables["params"])
   adam_state = template[0]._replace(count=jnp.asarray(step, jnp.int32), mu=mu, nu=nu)
   return TraxRun(variables, step, (adam_state, *template[1:]))
 
