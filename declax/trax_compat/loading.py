@@ -125,7 +125,8 @@ def init_from_file(model: nn.Module, path: str | os.PathLike, *example_inputs: A
 
 
 def trax_adam(learning_rate: float | optax.Schedule = 1e-4, weight_decay_rate: float = 1e-5,
-              b1: float = 0.9, b2: float = 0.999, eps: float = 1e-5) -> optax.GradientTransformation:
+              b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-5) -> optax.GradientTransformation:
   """Trax's `Adam` as an optax transformation (Trax's defaults): `optax.adam` plus Trax's
   weight decay, `w -= weight_decay_rate * w` each step (not scaled by the learning rate). Its
   state is `optax.adam`'s, so `init_from_file(..., weights_only=False).opt_state` fits it.
