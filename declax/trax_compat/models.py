@@ -55,8 +55,8 @@ def MLP(layer_widths: Sequence[int] = (128, 64), activation_fn: Any = tl.Relu,  
   return tl.Serial(tl.Flatten() if flatten else None, layers)
 
 
-def _positional(max_len: int, mode: str) -> TrainedPositionalEncoding:
-  return TrainedPositionalEncoding(max_len=max_len, mode=mode)
+def _positional(max_len: int, mode: str, encoder: bool = False) -> TrainedPositionalEncoding:
+  return TrainedPositionalEncoding(max_len=max_len, mode=mode, full_sequence=encoder)
 
 
 def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N802
@@ -90,7 +90,7 @@ def TransformerEncoder(vocab_size: int, n_classes: int = 10, d_model: int = 512,
       tl.Branch([], tl.PaddingMask()),
       tl.Embedding(vocab_size, d_model),
       tl.Dropout(dropout, shared_axes=shared, mode=mode),
-      _positional(max_len, "eval" if mode == "predict" else mode),
+      _positional(max_len, mode, encoder=True),
       [EncoderBlock(d_model, d_ff, n_heads, dropout, dropout, shared, activation, mode)
        for _ in range(n_layers)],
       tl.Select([0], n_in=2),
@@ -141,7 +141,7 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
       tl.Branch([], tl.PaddingMask()),               # tok_e mask tok_d tok_d
       in_embedding,
       tl.Dropout(dropout, shared_axes=shared, mode=encoder_mode),
-      _positional(max_len, encoder_mode),
+      _positional(max_len, encoder_mode, encoder=True),
       [EncoderBlock(d_model, d_ff, n_heads, dropout, dropout, shared, activation, encoder_mode)
        for _ in range(n_encoder_layers)],
       tl.LayerNorm(),

@@ -31,7 +31,9 @@ class TrainedPositionalEncoding(Layer):
 
   The table `weights` `(max_len, d_feature)` starts as Trax's sinusoids. In `'train'` mode with
   `dropout > 0` some positions get no encoding (mask shared along `dropout_broadcast_dims`).
-  In `'predict'` mode the next position lives in the `'cache'` collection (`position`).
+  In `'predict'` mode the next position lives in the `'cache'` collection (`position`), unless
+  `full_sequence` (an encoder's, which sees its whole input on every decoding step): then
+  `'predict'` acts as `'eval'`.
 
   ```python
   y = TrainedPositionalEncoding(max_len=64, mode='eval').apply(variables, x)   # x + table[:16]
@@ -42,6 +44,7 @@ class TrainedPositionalEncoding(Layer):
   dropout: float = 0.0
   dropout_broadcast_dims: Sequence[int] = (-2,)
   mode: str = "train"
+  full_sequence: bool = False
 
   @property
   def default_label(self) -> str:
@@ -58,7 +61,7 @@ class TrainedPositionalEncoding(Layer):
     if table.shape != (self.max_len, d_feature):
       raise ValueError(f"input {describe([x])} has {d_feature} features, but the position table "
                        f"is {table.shape} (max_len={self.max_len})")
-    if self.mode == "predict":
+    if self.mode == "predict" and not self.full_sequence:
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
       start = position.value
       if self.is_mutable_collection("cache") and not self.is_initializing():
