@@ -140,3 +140,32 @@ __all__ += [
     "ThresholdToBinary", "ThresholdedLinearUnit", "WeightedFScore", "WeightedSum", "Weights",
     "has_custom_backward", "log_gaussian_diag_pdf", "log_gaussian_pdf", "log_softmax", "one_hot",
 ]
+from declax.layers.assert_shape import (  # noqa: E402
+    AssertFunction,
+    AssertShape,
+    ShapeAssertionError,
+    assert_shape,
+)
+from declax.layers.attention_extra import (  # noqa: E402
+    ConfigurableAttention,
+    DotProductCausalAttention,
+    EncoderDecoderMask,
+    MergeHeads,
+    PureAttention,
+    SplitIntoHeads,
+)
+from declax.layers.convolution_extra import (  # noqa: E402
+    CausalConv,
+    CausalDepthwiseConv,
+    LocallyConnected1d,
+)
+from declax.layers.deconvolution import ConvTranspose  # noqa: E402
+from declax.layers.filter_response_norm import FilterResponseNorm  # noqa: E402
+from declax.layers.rnn_extra import SRU, ConvGRUCell, GeneralGRUCell, MakeZeroState  # noqa: E402
+
+__all__ += [
+    "AssertFunction", "AssertShape", "CausalConv", "CausalDepthwiseConv", "ConfigurableAttention",
+    "ConvGRUCell", "ConvTranspose", "DotProductCausalAttention", "EncoderDecoderMask",
+    "FilterResponseNorm", "GeneralGRUCell", "LocallyConnected1d", "MakeZeroState", "MergeHeads",
+    "PureAttention", "SRU", "ShapeAssertionError", "SplitIntoHeads", "assert_shape",
+]

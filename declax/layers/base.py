@@ -175,6 +175,10 @@ class Layer(nn.Module):
     convert = getattr(cls, "_trax_args", None)
     if convert is None:
       return
+    # Flax wraps module methods (a staticmethod included) to push the module context; called as
+    # a plain function the wrapper would take the first positional sublayer for `self` and make
+    # it the parent of any layer created inside (e.g. the `Serial` for a `None` branch).
+    convert = getattr(convert, "__wrapped__", convert)
     dataclass_init = cls.__init__
 
     def __init__(self, *args, **fields):
