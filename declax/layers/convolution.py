@@ -104,6 +104,9 @@ class Conv(Layer):
   @nn.compact
   def forward(self, x):
     n = len(self.kernel_size)
+    lead = x.shape[: max(jnp.ndim(x) - n - 1, 1)]
+    if jnp.ndim(x) > n + 2:  # extra leading axes are folded into the batch, as in Trax
+      x = jnp.reshape(x, (-1,) + x.shape[len(lead) :])
     _check_rank(x, n)
     in_channels = x.shape[-1]
     kernel_shape = self.kernel_size + (in_channels, self.filters)
@@ -131,7 +134,8 @@ class Conv(Layer):
     if 0 in y.shape[1 : n + 1]:
       raise ValueError(f"input {describe([x])} is too small for kernel_size={self.kernel_size} "
                        f"with padding {self.padding!r}: the output {describe([y])} is empty")
-    return y if bias is None else y + bias
+    y = y if bias is None else y + bias
+    return jnp.reshape(y, lead + y.shape[1:])
 
 
 class _Pool(Layer):
