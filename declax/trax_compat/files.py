@@ -124,8 +124,10 @@ def _unpickle(data: bytes, path: str) -> Any:
   unpickler.path = path
   try:
     return unpickler.load()
-  except TraxCheckpointError:
-    raise
+  except TraxCheckpointError as error:
+    if str(error).startswith(path):
+      raise
+    raise TraxCheckpointError(f"{path}: {error}") from None
   except Exception as error:  # noqa: BLE001 -- any parse failure means "not a Trax pickle"
     raise TraxCheckpointError(f"{path}: not a Trax checkpoint pickle ({type(error).__name__}: "
                               f"{error})") from error

@@ -215,6 +215,6 @@ def model_from_trax(name: str, **trax_kwargs: Any) -> tl.Layer:
   unknown = [k for k in trax_kwargs if k not in accepted]
   if unknown:
     hints = "".join(did_you_mean(k, accepted) for k in unknown)
-    raise TraxModelError(f"trax.models.{name} does not take {unknown}{hints}; it takes: "
-                         f"{', '.join(accepted)}")
+    raise TraxModelError(f"trax.models.{name} does not take {unknown}{hints}"
+                         f"{' It' if hints else '; it'} takes: {', '.join(accepted)}")
   return builder(**trax_kwargs)

@@ -111,4 +111,22 @@ CATALOGUE: dict[str, str] = {
     "M1": "process 0 of 2 lost contact with another process during training step",
     "M2": "Terminating process because the JAX distributed service detected fatal errors",
     "M3": "The following tasks are unhealthy (stopped sending heartbeats)",
+  # ---- Trax checkpoints (declax.trax_compat) -----------------------------------------------
+    "X1": "no such file (expected a Trax checkpoint 'model.pkl.gz' or a file written by "
+          "Layer.save_to_file)",
+    "X2": "Trax checkpoints are gzipped pickles (model.pkl.gz)",
+    "X3": "not a Trax checkpoint: expected a dict with 'flat_weights' (Loop.save_checkpoint or "
+          "Layer.save_to_file), got ['weights']",
+    "X4": "refused to unpickle posix.mkdir: a Trax checkpoint holds only numpy arrays and Trax's "
+          "ShapeDtype, and loading this class could run code. Load only checkpoints written by "
+          "Trax's Loop or Layer.save_to_file",
+    "X5": "refused an array of dtype object (Python objects)",
+    "X6": "layers_5/kernel: declax shape (16, 4), Trax weights #4 has shape (16, 5)",
+    "X7": "2 Trax weights left over (#4..: (16, 5), (5,))",
+    "X8": "no optimizer slots next to it (model.opt_slots0.npy.gz); use weights_only=True to load "
+          "the weights alone",
+    "X9": "no declax equivalent of trax.models.TransformerLm; did you mean TransformerLM? (known: "
+          "MLP, RNNLM, Transformer, TransformerEncoder, TransformerLM)",
+    "X10": "trax.models.TransformerLM does not take ['n_layer']; did you mean n_layers? It "
+           "takes: vocab_size, d_model,",
 }
