@@ -73,7 +73,8 @@ def log_probs_cross_entropy(log_probs, targets):
   else:
     if jnp.ndim(log_probs) == 0 or jnp.shape(targets) != jnp.shape(log_probs)[:-1]:
       _check_categorical(log_probs, targets)  # raises the shape error
-    distribution = jax.nn.one_hot(targets, log_probs.shape[-1])
+    # Trax's one_hot: float ids compare equal to their integer class (jax.nn.one_hot wants ints)
+    distribution = (jnp.asarray(targets)[..., None] == jnp.arange(log_probs.shape[-1]))
   return -jnp.sum(_float(log_probs) * distribution, axis=-1)
 
 
