@@ -17,7 +17,7 @@ def same(y, x):  # Trax's assertEqual(y, x) on lists of arrays
   xs = x if isinstance(x, (list, tuple)) else [x]
   assert len(ys) == len(xs)
   for a, b in zip(ys, xs, strict=True):
-  np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_assert_function_simple_pass():
@@ -156,28 +156,28 @@ def test_assert_shape_vector_scalar_pass():
 
 def test_assert_shape_three_args_pass():
   layer = tl.AssertShape('a,b,a')
-  x = [np.ones((5,)), np.zeros((2)), np.zeros((5))]
+  x = [np.ones((5,)), np.zeros(2), np.zeros(5)]
   y = run(layer, x)
   same(y, x)
 
 
 def test_assert_shape_multiple_matching_dims_pass():
   layer = tl.AssertShape('a,b,a,ab')
-  x = [np.ones((5,)), np.zeros((2)), np.zeros((5)), np.zeros((5, 2))]
+  x = [np.ones((5,)), np.zeros(2), np.zeros(5), np.zeros((5, 2))]
   y = run(layer, x)
   same(y, x)
 
 
 def test_assert_shape_numeric_dims_pass():
   layer = tl.AssertShape('23,1,93')
-  x = [np.ones((2, 3)), np.zeros((1)), np.zeros((9, 3))]
+  x = [np.ones((2, 3)), np.zeros(1), np.zeros((9, 3))]
   y = run(layer, x)
   same(y, x)
 
 
 def test_assert_shape_numeric_dims_fail():
   layer = tl.AssertShape('24,1,93')
-  x = [np.ones((2, 3)), np.zeros((1)), np.zeros((9, 3))]
+  x = [np.ones((2, 3)), np.zeros(1), np.zeros((9, 3))]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
@@ -219,28 +219,28 @@ def test_assert_shape_prefix_ellipsis_matching_sufix_ellipsis_pass():
 
 def test_assert_shape_middle_ellipsis_fail():
   layer = tl.AssertShape('ab...cde,2')
-  x = [np.ones((2, 3, 4, 5)), np.zeros((2))]
+  x = [np.ones((2, 3, 4, 5)), np.zeros(2)]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
 
 def test_assert_shape_short_middle_ellipsis_fail():
   layer = tl.AssertShape('b...c,2')
-  x = [np.ones((2)), np.zeros((2))]
+  x = [np.ones(2), np.zeros(2)]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
 
 def test_assert_shape_double_ellipsis_fail():
   layer = tl.AssertShape('b......c,2')
-  x = [np.ones((2, 3, 4, 5)), np.zeros((2))]
+  x = [np.ones((2, 3, 4, 5)), np.zeros(2)]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
 
 def test_assert_shape_typo_ellipsis_fail():
   layer = tl.AssertShape('b..c,2')
-  x = [np.ones((2, 3, 4, 5)), np.zeros((2))]
+  x = [np.ones((2, 3, 4, 5)), np.zeros(2)]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
@@ -261,14 +261,14 @@ def test_assert_shape_ellipsis_numeric_pass():
 
 def test_assert_shape_prefix_and_sufix_ellipsis_fail():
   layer = tl.AssertShape('...c...,2')
-  x = [np.ones((2, 3, 4, 5)), np.zeros((2))]
+  x = [np.ones((2, 3, 4, 5)), np.zeros(2)]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
 
 def test_assert_shape_ellipsis_too_few_dims_fail():
   layer = tl.AssertShape('...abc,2')
-  x = [np.ones((4, 5)), np.zeros((2))]
+  x = [np.ones((4, 5)), np.zeros(2)]
   with pytest.raises(tl.LayerError):
     run(layer, x)
 
