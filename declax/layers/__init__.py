@@ -169,3 +169,6 @@ __all__ += [
     "FilterResponseNorm", "GeneralGRUCell", "LocallyConnected1d", "MakeZeroState", "MergeHeads",
     "PureAttention", "SRU", "ShapeAssertionError", "SplitIntoHeads", "assert_shape",
 ]
+from declax.layers.argument_errors import LayerArgumentError  # noqa: E402
+
+__all__ += ["LayerArgumentError"]

@@ -51,7 +51,7 @@ class ThresholdedLinearUnit(Layer):
   @nn.compact
   def forward(self, x):
     threshold = self.param("threshold", nn.initializers.zeros, (), jnp.float32)
-    return jnp.maximum(x, threshold.astype(jnp.result_type(x)))
+    return jnp.maximum(x, jnp.asarray(threshold, jnp.result_type(x)))
 
 
 __all__ = ["Exp", "HardSigmoid", "Log", "LogSumExp", "ThresholdToBinary", "ThresholdedLinearUnit"]

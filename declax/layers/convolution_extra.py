@@ -13,6 +13,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
 from declax.layers.convolution import Conv
 
@@ -101,10 +102,11 @@ class LocallyConnected1d(Layer):
 
   def __post_init__(self):
     if self.kernel_size % 2 != 1:
-      raise ValueError(f"LocallyConnected1d: kernel_size must be odd, got {self.kernel_size}")
+      raise LayerArgumentError("LocallyConnected1d: kernel_size must be odd (a window centred on "
+                               f"each position), got {self.kernel_size}")
     if self.padding not in ("VALID", "SAME", "WRAP"):
-      raise ValueError(f"LocallyConnected1d: padding must be 'VALID', 'SAME' or 'WRAP', got "
-                       f"{self.padding!r}")
+      raise LayerArgumentError("LocallyConnected1d: padding must be 'VALID', 'SAME' or 'WRAP', "
+                               f"got {self.padding!r}")
     super().__post_init__()
 
   @property

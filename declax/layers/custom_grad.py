@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from declax.layers.argument_errors import LayerArgumentError
+
 
 def has_custom_backward(layer: nn.Module) -> bool:
   """True if `layer` asks for its own backward pass (Trax's `has_backward`)."""
@@ -57,8 +59,9 @@ def _zero_cotangent(x: Any) -> Any:
 def _input_cotangents(inputs_grad: Any, xs: tuple, header: str) -> tuple:
   grads = (inputs_grad,) if len(xs) == 1 else tuple(inputs_grad)
   if len(grads) != len(xs):
-    raise ValueError(f"{header}.backward returned {len(grads)} input gradient(s) for "
-                     f"{len(xs)} input(s)")
+    raise LayerArgumentError(f"{header}.backward returned {len(grads)} input gradient(s) for "
+                             f"{len(xs)} input(s); return one per input, packaged like the "
+                             "inputs (a bare array for one)")
   out = []
   for grad, x in zip(grads, xs, strict=True):
     if grad is None or not jnp.issubdtype(jnp.result_type(x), jnp.inexact):

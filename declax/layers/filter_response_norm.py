@@ -11,6 +11,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
 
 
@@ -34,7 +35,7 @@ class FilterResponseNorm(Layer):
 
   def __post_init__(self):
     if self.init_epsilon <= 0 or self.init_learnt_epsilon <= 0:
-      raise ValueError("FilterResponseNorm: init_epsilon and init_learnt_epsilon must be "
+      raise LayerArgumentError("FilterResponseNorm: init_epsilon and init_learnt_epsilon must be "
                        f"positive, got {self.init_epsilon} and {self.init_learnt_epsilon}")
     super().__post_init__()
 

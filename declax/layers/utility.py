@@ -141,12 +141,14 @@ class SummaryImage(Layer):
   recover_fn: Callable | None = None
 
   @staticmethod
-  def _trax_args(name: str | None = None, n_in: int = 1, num_summaries: int = 5,
-                 recover_fn: Callable | None = None, **fields):
-    if "summary_name" in fields:
-      return {**fields, "name": name}
-    return {**fields, "summary_name": name, "n_in_": n_in, "num_summaries": num_summaries,
-            "recover_fn": recover_fn}
+  def _trax_args(*args, **fields):
+    if "summary_name" in fields:  # Linen's clone() passes the dataclass fields back by keyword
+      return fields
+    trax = dict(zip(("name", "n_in", "num_summaries", "recover_fn"), args, strict=False))
+    trax.update({k: fields.pop(k) for k in ("name", "n_in", "num_summaries", "recover_fn")
+                 if k in fields})
+    return {**fields, "summary_name": trax.get("name"), "n_in_": trax.get("n_in", 1),
+            "num_summaries": trax.get("num_summaries", 5), "recover_fn": trax.get("recover_fn")}
 
   @property
   def n_in(self) -> int:
@@ -186,10 +188,12 @@ class PrintShape(Layer):
   msg: str = ""
 
   @staticmethod
-  def _trax_args(n_in: int = 1, msg: str = "", **fields):
-    if "n_in_" in fields:
+  def _trax_args(*args, **fields):
+    if "n_in_" in fields:  # Linen's clone() passes the dataclass fields back by keyword
       return fields
-    return {**fields, "n_in_": n_in, "msg": msg}
+    trax = dict(zip(("n_in", "msg"), args, strict=False))
+    trax.update({k: fields.pop(k) for k in ("n_in", "msg") if k in fields})
+    return {**fields, "n_in_": trax.get("n_in", 1), "msg": trax.get("msg", "")}
 
   @property
   def n_in(self) -> int:
