@@ -96,15 +96,21 @@ class _Bindings:
 
 
 def _call_site() -> str:
+  """Where `assert_shape(...)` was written (the frame that called it)."""
   frame = inspect.stack()[2]
-  return f" (defined at {frame.filename}:{frame.lineno})"
+  return f"defined at {frame.filename}:{frame.lineno}"
+
+
+def _suffix(message: str | None) -> str:
+  # The LayerError around the failure already says where the layer was created.
+  return f" ({message})" if message else ""
 
 
 class AssertShape(Layer):
   """The identity on the stack items described by `spec` (e.g. `'bld,bd'`), checking them.
 
-  `n_in == n_out ==` the number of comma-separated shapes. Printed as nothing special:
-  `AssertShape` only with `visible_layer=True`, as in Trax.
+  `n_in == n_out ==` the number of comma-separated shapes. `message` is added to failures.
+  Unlike Trax, it prints as `AssertShape` even without `visible_layer=True` (errors name it).
 
   ```python
   tl.AssertShape('aa').apply({}, jnp.ones((3, 3)))   # passes; (3, 4) raises
@@ -114,11 +120,6 @@ class AssertShape(Layer):
   spec: str = ""
   message: str | None = None
   visible_layer: bool = False
-
-  def __post_init__(self):
-    if self.message is None:
-      object.__setattr__(self, "message", _call_site())
-    super().__post_init__()
 
   @property
   def n_in(self) -> int:
@@ -130,10 +131,10 @@ class AssertShape(Layer):
 
   @property
   def default_label(self) -> str:
-    return "AssertShape" if self.visible_layer else ""
+    return "AssertShape"  # also when not visible_layer: errors name it
 
   def forward(self, *xs):
-    _Bindings(self.spec, self.message).check(xs, _parse(self.spec))
+    _Bindings(self.spec, _suffix(self.message)).check(xs, _parse(self.spec))
     return xs
 
 
@@ -159,8 +160,6 @@ class AssertFunction(Layer):
     if self.specification.count("->") != 1:
       raise ShapeAssertionError(f"AssertFunction: specification {self.specification!r} needs "
                                 "one '->' between the input and output shapes")
-    if self.message is None:
-      object.__setattr__(self, "message", _call_site())
     super().__post_init__()
 
   @property
@@ -181,7 +180,7 @@ class AssertFunction(Layer):
 
   def forward(self, *xs):
     before, after = self.specification.split("->")
-    bindings = _Bindings(self.specification, self.message)
+    bindings = _Bindings(self.specification, _suffix(self.message))
     bindings.check(xs, _parse(before))
     ys = self.call_child(self.layer, xs)
     bindings.check(ys, _parse(after))
@@ -206,7 +205,7 @@ def assert_shape(specification: str):
     compact = getattr(getattr(base_forward, "__wrapped__", base_forward), "compact", False)
 
     def forward(self, *xs):
-      bindings = _Bindings(specification, message)
+      bindings = _Bindings(specification, _suffix(message))
       bindings.check(xs, _parse(before))
       ys = base_forward(self, *xs)
       bindings.check(unpack(ys) if self.n_out != 1 else (ys,), _parse(after))

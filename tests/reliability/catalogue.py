@@ -65,7 +65,7 @@ CATALOGUE: dict[str, str] = {
           "adamw, lion, momentum, sgd",
     "C9": "adamw got unknown arguments ['beta2']",
     "C10": "Unknown schedule 'cosine'; known schedules:",
-    "C11": "Unknown layer 'CrossEntropy'. Did you mean 'CrossEntropyLoss'?",
+    "C11": "Unknown layer 'CrossEntropyLos'. Did you mean 'CrossEntropyLoss'?",
     "C12": "declax-train: error: RegistryError: Unknown model 'MLPP'. Did you mean 'MLP'?",
     "C13": "config.optimizer is missing (config.optimiser looks misspelt)",
   # ---- Meshes and batches ---------------------------------------------------------------------
@@ -129,4 +129,17 @@ CATALOGUE: dict[str, str] = {
           "MLP, RNNLM, Transformer, TransformerEncoder, TransformerLM)",
     "X10": "trax.models.TransformerLM does not take ['n_layer']; did you mean n_layers? It "
            "takes: vocab_size, d_model,",
+  # ---- Trax layers (docs/errors.md "Trax layers") -------------------------------------------
+    "TL1": "AssertShape: ShapeAssertionError: expected shapes 'aa', got [(10, 5)] ('a' is 5 "
+           "here but 10 before; bound {'a': 10})",
+    "TL2": "shape specification 'b..c': each shape may contain one '...' (three dots) and no "
+           "other dots",
+    "TL3": "LocallyConnected1d: kernel_size must be odd (a window centred on each position), "
+           "got 2",
+    "TL4": "FilterResponseNorm: init_epsilon and init_learnt_epsilon must be positive, got 0.0 "
+           "and 0.0001",
+    "TL5": "Bad_in2.backward returned 1 input gradient(s) for 2 input(s); return one per input, "
+           "packaged like the inputs (a bare array for one)",
+    "TL6": "MakeZeroState: ValueError: MakeZeroState expects a rank 3 input (batch_size, "
+           "sequence_length, feature_depth), got f32[2,3]",
 }
