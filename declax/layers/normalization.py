@@ -142,8 +142,11 @@ class BatchNorm(Layer):
     stats_dtype = jnp.float32
     running_mean = self.variable("batch_stats", "mean", jnp.zeros, kept, stats_dtype)
     running_var = self.variable("batch_stats", "var", jnp.ones, kept, stats_dtype)
-    # Trax's third state entry: how many training batches have updated the statistics.
-    n_batches = self.variable("batch_stats", "n_batches", lambda: jnp.zeros((), jnp.int32))
+    # Trax's third state entry: how many training batches have updated the statistics (absent
+    # from variables made before it existed: those still apply, read-only).
+    n_batches = None
+    if self.has_variable("batch_stats", "n_batches") or self.is_mutable_collection("batch_stats"):
+      n_batches = self.variable("batch_stats", "n_batches", lambda: jnp.zeros((), jnp.int32))
     if running_mean.value.shape != kept:
       raise ValueError(f"input {describe([x])} leaves features of shape {kept}, but the running "
                        f"statistics have shape {running_mean.value.shape}")
@@ -159,7 +162,8 @@ class BatchNorm(Layer):
         m = self.momentum
         running_mean.value = m * running_mean.value + (1.0 - m) * mean.astype(stats_dtype)
         running_var.value = m * running_var.value + (1.0 - m) * var.astype(stats_dtype)
-        n_batches.value = n_batches.value + 1
+        if n_batches is not None:
+          n_batches.value = n_batches.value + 1
     else:
       mean, var = running_mean.value, running_var.value
     return _normalize(self, x, xf - broadcast(mean), broadcast(var), *params, broadcast=broadcast)
