@@ -12,30 +12,57 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from declax.layers.activations import _activation
 from declax.layers.base import Layer
 
-HardSigmoid = _activation("HardSigmoid", lambda x: jnp.clip(1 + x, 0, 1), """Linear
-  approximation of a sigmoid, as in Trax: `clip(1 + x, 0, 1)`.
+
+class HardSigmoid(Layer):
+  """Linear approximation of a sigmoid, as in Trax: `clip(1 + x, 0, 1)`.
 
   ```python
   tl.HardSigmoid().apply({}, jnp.array([-2.0, -0.5, 1.0]))   # [0., 0.5, 1.]
   ```
-  """)
-Exp = _activation("Exp", jnp.exp, """Element-wise `exp(x)`. `tl.Exp()`.""")
-Log = _activation("Log", jnp.log, """Element-wise natural logarithm. `tl.Log()`.""")
-LogSumExp = _activation(
-    "LogSumExp", lambda x, axis: jax.nn.logsumexp(x, axis=axis, keepdims=True),
-    """`log(sum(exp(x)))` along `axis`, keeping that axis (size 1), as in Trax.
+  """
+
+  def forward(self, x):
+    return jnp.clip(1 + x, 0, 1)
+
+
+class Exp(Layer):
+  """Element-wise `exp(x)`: `tl.Exp().apply({}, jnp.zeros(2))` is `[1., 1.]`."""
+
+  def forward(self, x):
+    return jnp.exp(x)
+
+
+class Log(Layer):
+  """Element-wise natural logarithm: `tl.Log().apply({}, jnp.ones(2))` is `[0., 0.]`."""
+
+  def forward(self, x):
+    return jnp.log(x)
+
+
+class LogSumExp(Layer):
+  """`log(sum(exp(x)))` along `axis`, keeping that axis (size 1), as in Trax.
 
   ```python
   tl.LogSumExp().apply({}, jnp.zeros((2, 4))).shape   # (2, 1)
   ```
-  """, axis=-1)
-ThresholdToBinary = _activation(
-    "ThresholdToBinary", lambda x, threshold: (x > threshold).astype(jnp.int32),
-    """1 (int32) where `x > threshold` (default 0.5), else 0: a binary classifier for
-  `tl.Accuracy(classifier=tl.ThresholdToBinary())`.""", threshold=0.5)
+  """
+
+  axis: int = -1
+
+  def forward(self, x):
+    return jax.nn.logsumexp(x, axis=self.axis, keepdims=True)
+
+
+class ThresholdToBinary(Layer):
+  """1 (int32) where `x > threshold` (default 0.5), else 0: a binary classifier for
+  `tl.Accuracy(classifier=tl.ThresholdToBinary())`."""
+
+  threshold: float = 0.5
+
+  def forward(self, x):
+    return (x > self.threshold).astype(jnp.int32)
 
 
 class ThresholdedLinearUnit(Layer):

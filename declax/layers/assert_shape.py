@@ -151,11 +151,6 @@ class AssertFunction(Layer):
   layer: Layer | None = None
   message: str | None = None
 
-  @staticmethod
-  def _trax_args(specification: str = "->", layer: Layer | None = None,
-                 message: str | None = None, **fields):
-    return {**fields, "specification": specification, "layer": layer, "message": message}
-
   def __post_init__(self):
     if self.specification.count("->") != 1:
       raise ShapeAssertionError(f"AssertFunction: specification {self.specification!r} needs "

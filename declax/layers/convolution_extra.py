@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
-from declax.layers.convolution import Conv
 
 
 def _check_sequence(x) -> None:
@@ -23,12 +23,13 @@ def _check_sequence(x) -> None:
     raise ValueError(f"expects inputs of shape (batch, length, channels), got {describe([x])}")
 
 
-class CausalConv(Conv):
+class CausalConv(Layer):
   """A 1-D convolution whose output at position `t` depends only on inputs at `<= t`: the
   input is padded on the left by `kernel_width - 1`, so the length is unchanged.
 
-  **Arguments** (Trax's): `filters`, `kernel_width=3`, `kernel_initializer`,
-  `bias_initializer`, `use_bias`. The kernel has shape `(kernel_width, in_channels, filters)`.
+  **Arguments** (Trax's): `filters`, `kernel_width=3`, `kernel_initializer` (None: Glorot
+  uniform), `bias_initializer`, `use_bias`. Weights: `kernel (kernel_width, in_channels,
+  filters)` and `bias (filters,)`, as a `Conv`'s.
 
   ```python
   layer = tl.CausalConv(filters=30, kernel_width=3)
@@ -36,20 +37,23 @@ class CausalConv(Conv):
   ```
   """
 
-  @staticmethod
-  def _trax_args(filters: int | None = None, kernel_width: int = 3, **fields):
-    if "kernel_size" in fields:  # Linen's clone() passes the dataclass fields back
-      return {"filters": filters, **fields}
-    for initializer in ("kernel_initializer", "bias_initializer"):
-      if fields.get(initializer, 0) is None:
-        fields.pop(initializer)  # Trax's None means "the default"
-    return {**fields, "filters": filters, "kernel_size": (kernel_width,)}
+  filters: int = 1
+  kernel_width: int = 3
+  kernel_initializer: Callable | None = None
+  bias_initializer: Callable = nn.initializers.normal(stddev=1e-6)
+  use_bias: bool = True
 
   @nn.compact
   def forward(self, x):
     _check_sequence(x)
-    pad = self.kernel_size[0] - 1
-    return super().forward(jnp.pad(x, ((0, 0), (pad, 0), (0, 0))))
+    init = self.kernel_initializer or nn.initializers.glorot_uniform()
+    kernel = self.param("kernel", init, (self.kernel_width, x.shape[-1], self.filters))
+    x, kernel = nn.dtypes.promote_dtype(x, kernel)
+    x = jnp.pad(x, ((0, 0), (self.kernel_width - 1, 0), (0, 0)))
+    y = lax.conv_general_dilated(x, kernel, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_initializer, (self.filters,))
+    return y
 
 
 class CausalDepthwiseConv(Layer):

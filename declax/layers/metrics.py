@@ -18,6 +18,7 @@ import optax
 
 from declax.layers.base import Layer, describe
 from declax.layers.core import ArgMax
+from declax.layers.metrics_extra import log_probs_cross_entropy, probs_binary_cross_entropy
 
 
 def _float(x):
@@ -59,32 +60,6 @@ def _category_cross_entropy(model_output, targets, label_smoothing):
   n_classes = logits.shape[-1]
   labels = optax.smooth_labels(jax.nn.one_hot(targets, n_classes), label_smoothing)
   return optax.softmax_cross_entropy(logits, labels)
-
-
-def log_probs_cross_entropy(log_probs, targets):
-  """`-sum(one_hot(targets) * log_probs, -1)` (Trax's `_CrossEntropy`): category ids of shape
-  `log_probs.shape[:-1]` (integer, or float as Trax allows), or target distributions of
-  `log_probs`' own shape (soft targets)."""
-  if jnp.result_type(targets) == jnp.bool_:
-    raise TypeError(f"targets must be class ids (integer or float) or target distributions, "
-                    f"got {describe([targets])}")
-  if jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs):
-    distribution = _float(targets)
-  else:
-    if jnp.ndim(log_probs) == 0 or jnp.shape(targets) != jnp.shape(log_probs)[:-1]:
-      _check_categorical(log_probs, targets)  # raises the shape error
-    # Trax's one_hot: float ids compare equal to their integer class (jax.nn.one_hot wants ints)
-    distribution = (jnp.asarray(targets)[..., None] == jnp.arange(log_probs.shape[-1]))
-  return -jnp.sum(_float(log_probs) * distribution, axis=-1)
-
-
-def probs_binary_cross_entropy(probs, targets):
-  """Trax's `_BinaryCrossEntropy`: `-(t log p + (1 - t) log(1 - p))` summed, over the batch
-  size (axis 0), on probabilities `p` of the targets' shape."""
-  _check_same_shape(probs, targets)
-  p, t = _float(probs), _float(targets)
-  values = t * jnp.log(p) + (1 - t) * jnp.log(1 - p)
-  return -jnp.sum(values) / p.shape[0]
 
 
 class _Metric(Layer):

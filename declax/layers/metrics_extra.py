@@ -12,16 +12,61 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from declax.layers.base import Layer
+from declax.layers.base import Layer, describe
 from declax.layers.core import ArgMax
-from declax.layers.metrics import (
-    _check_same_shape,
-    _float,
-    _Metric,
-    _weighted_mean,
-    log_probs_cross_entropy,
-    probs_binary_cross_entropy,
-)
+
+
+def _float(x):
+  return jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))
+
+
+def _same_shape(model_output, targets) -> None:
+  if jnp.shape(model_output) != jnp.shape(targets):
+    raise ValueError(f"model_output {describe([model_output])} and targets "
+                     f"{describe([targets])} must have the same shape")
+
+
+def _weighted_mean(values, weights):
+  """`sum(values * weights) / sum(weights)`, weights broadcast to the values' shape."""
+  try:
+    weights = jnp.broadcast_to(_float(weights), jnp.shape(values))
+  except ValueError:
+    raise ValueError(f"weights {describe([weights])} do not broadcast to the values' shape "
+                     f"{tuple(jnp.shape(values))}") from None
+  return jnp.sum(values * weights) / jnp.sum(weights)
+
+
+def log_probs_cross_entropy(log_probs, targets):
+  """`-sum(one_hot(targets) * log_probs, -1)` (Trax's `_CrossEntropy`): category ids of shape
+  `log_probs.shape[:-1]` (integer, or float as Trax allows), or target distributions of
+  `log_probs`' own shape (soft targets)."""
+  if jnp.result_type(targets) == jnp.bool_:
+    raise TypeError("targets must be class ids (integer or float) or target distributions, "
+                    f"got {describe([targets])}")
+  if jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs):
+    distribution = _float(targets)
+  elif jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs)[:-1]:
+    # Trax's one_hot: float ids compare equal to their integer class (jax.nn.one_hot wants ints)
+    distribution = jnp.asarray(targets)[..., None] == jnp.arange(log_probs.shape[-1])
+  else:
+    raise ValueError(f"targets {describe([targets])} must have the shape of model_output "
+                     f"{describe([log_probs])} without its last (class) axis, i.e. "
+                     f"{tuple(jnp.shape(log_probs)[:-1])}")
+  return -jnp.sum(_float(log_probs) * distribution, axis=-1)
+
+
+def probs_binary_cross_entropy(probs, targets):
+  """Trax's `_BinaryCrossEntropy`: `-(t log p + (1 - t) log(1 - p))` summed, over the batch
+  size (axis 0), on probabilities `p` of the targets' shape."""
+  _same_shape(probs, targets)
+  p, t = _float(probs), _float(targets)
+  return -jnp.sum(t * jnp.log(p) + (1 - t) * jnp.log(1 - p)) / p.shape[0]
+
+
+class _Metric(Layer):
+  """A metric's arity is a class attribute (`n_in = 3`); it returns one float32 scalar."""
+
+  n_in = 2
 
 
 class MaskedSequenceAccuracy(_Metric):
@@ -33,11 +78,11 @@ class MaskedSequenceAccuracy(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     predictions = jnp.argmax(model_output, axis=-1)
-    _check_same_shape(predictions, targets)
+    _same_shape(predictions, targets)
     accurate = jnp.logical_or(predictions == targets, jnp.equal(weights, 0))
     return jnp.mean(jnp.all(accurate, axis=-1).astype(jnp.float32))
 
@@ -53,11 +98,12 @@ class SequenceAccuracy(_Metric):
   """
 
   classifier: Layer | None = None
-  _n_in = 3
+  n_in = 3
 
-  @staticmethod
-  def _trax_args(classifier: Layer | None = None, **fields):
-    return {**fields, "classifier": ArgMax() if classifier is None else classifier}
+  def __post_init__(self):
+    if self.classifier is None:
+      object.__setattr__(self, "classifier", ArgMax())
+    super().__post_init__()
 
   @property
   def sublayers(self) -> tuple:
@@ -65,7 +111,7 @@ class SequenceAccuracy(_Metric):
 
   def forward(self, model_output, targets, weights):
     (predictions,) = self.call_child(self.classifier, [model_output])
-    _check_same_shape(predictions, targets)
+    _same_shape(predictions, targets)
     not_correct = (1.0 - (predictions == targets).astype(jnp.float32)) * _float(weights)
     not_correct_seq = jnp.sum(not_correct, axis=tuple(range(1, not_correct.ndim)))
     return jnp.mean(1.0 - jnp.minimum(1.0, not_correct_seq))
@@ -94,11 +140,11 @@ class SmoothL1Loss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
-    _check_same_shape(model_output, targets)
-    _check_same_shape(model_output, weights)
+    _same_shape(model_output, targets)
+    _same_shape(model_output, weights)
     distance = jnp.abs(_float(model_output) - _float(targets))
     smooth = jnp.where(distance < 1, 0.5 * distance**2, distance - 0.5)
     return jnp.sum(_float(weights) * smooth) / jnp.sum(_float(weights))
@@ -175,7 +221,7 @@ class CrossEntropySum(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     return jnp.sum(log_probs_cross_entropy(model_output, targets) * weights)
@@ -190,7 +236,7 @@ class BinaryCrossEntropySum(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     return jnp.sum(probs_binary_cross_entropy(model_output, targets) * weights)
@@ -213,11 +259,11 @@ class SigmoidBinaryCrossEntropyLoss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     if jnp.shape(model_output) == jnp.shape(targets) + (1,):
       model_output = model_output[..., 0]
-    _check_same_shape(model_output, targets)
+    _same_shape(model_output, targets)
     values = optax.sigmoid_binary_cross_entropy(_float(model_output), _float(targets))
-    return _weighted_mean(values, targets, weights)
+    return _weighted_mean(values, weights)

@@ -12,7 +12,6 @@ y, state = layer.apply({}, x, mutable=['summaries'])   # state['summaries']['sum
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -102,14 +101,8 @@ class SummaryScalar(Layer):
   ```
   """
 
-  summary_name: str = "scalar"
+  summary_name: str = "scalar"  # Trax's `name`, its first argument (`name=` is Linen's)
   aggregation_fun: Callable = jnp.mean
-
-  @staticmethod
-  def _trax_args(name: str | None = None, aggregation_fun: Callable = jnp.mean, **fields):
-    if "summary_name" in fields:  # Linen's clone() passes the fields back by keyword
-      return {**fields, "name": name, "aggregation_fun": aggregation_fun}
-    return {**fields, "summary_name": name, "aggregation_fun": aggregation_fun}
 
   @property
   def default_label(self) -> str:
@@ -135,28 +128,14 @@ class SummaryImage(Layer):
   ```
   """
 
-  summary_name: str = "image"
-  n_in_: int = 1
+  summary_name: str = "image"  # Trax's `name`, its first argument (`name=` is Linen's)
+  n_in: int = 1
   num_summaries: int = 5
   recover_fn: Callable | None = None
 
-  @staticmethod
-  def _trax_args(*args, **fields):
-    if "summary_name" in fields:  # Linen's clone() passes the dataclass fields back by keyword
-      return fields
-    trax = dict(zip(("name", "n_in", "num_summaries", "recover_fn"), args, strict=False))
-    trax.update({k: fields.pop(k) for k in ("name", "n_in", "num_summaries", "recover_fn")
-                 if k in fields})
-    return {**fields, "summary_name": trax.get("name"), "n_in_": trax.get("n_in", 1),
-            "num_summaries": trax.get("num_summaries", 5), "recover_fn": trax.get("recover_fn")}
-
-  @property
-  def n_in(self) -> int:
-    return self.n_in_
-
   @property
   def n_out(self) -> int:
-    return self.n_in_
+    return self.n_in
 
   @property
   def default_label(self) -> str:
@@ -184,28 +163,16 @@ class PrintShape(Layer):
   ```
   """
 
-  n_in_: int = 1
+  n_in: int = 1
   msg: str = ""
-
-  @staticmethod
-  def _trax_args(*args, **fields):
-    if "n_in_" in fields:  # Linen's clone() passes the dataclass fields back by keyword
-      return fields
-    trax = dict(zip(("n_in", "msg"), args, strict=False))
-    trax.update({k: fields.pop(k) for k in ("n_in", "msg") if k in fields})
-    return {**fields, "n_in_": trax.get("n_in", 1), "msg": trax.get("msg", "")}
-
-  @property
-  def n_in(self) -> int:
-    return self.n_in_
 
   @property
   def n_out(self) -> int:
-    return self.n_in_
+    return self.n_in
 
   @property
   def default_label(self) -> str:
-    return f"PrintShape_{self.n_in_}"
+    return f"PrintShape_{self.n_in}"
 
   def forward(self, *xs):
     shapes = ", ".join(f"{tuple(x.shape)}[{x.dtype}]" for x in xs)
@@ -233,22 +200,8 @@ class FlattenList(Layer):
   ```
   """
 
-  n_in_: int = dataclasses.field(default=1, kw_only=True)
-  n_out_: int = dataclasses.field(default=1, kw_only=True)
-
-  @staticmethod
-  def _trax_args(n_in: int = 1, n_out: int = 1, **fields):
-    if "n_in_" in fields:
-      return fields
-    return {**fields, "n_in_": n_in, "n_out_": n_out}
-
-  @property
-  def n_in(self) -> int:
-    return self.n_in_
-
-  @property
-  def n_out(self) -> int:
-    return self.n_out_
+  n_in: int = 1
+  n_out: int = 1
 
   def forward(self, *xs):
     return tuple(_deep_flatten(xs))
@@ -269,10 +222,6 @@ class Cache(Layer):
   """
 
   layer: Layer | None = None
-
-  @staticmethod
-  def _trax_args(layer: Layer | None = None, **fields):
-    return {**fields, "layer": layer}
 
   @property
   def n_in(self) -> int:
