@@ -8,6 +8,7 @@ model = tl.Serial(tl.Embedding(100, 16), tl.SRU(16), tl.SRU(16))
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -15,15 +16,15 @@ import jax.numpy as jnp
 from declax.layers.activations import Sigmoid, Tanh
 from declax.layers.base import Layer, describe
 from declax.layers.combinators import (
-    Branch,
-    Dup,
-    Fn,
-    Gate,
-    Multiply,
-    Parallel,
-    Select,
-    Serial,
-    Split,
+  Branch,
+  Dup,
+  Fn,
+  Gate,
+  Multiply,
+  Parallel,
+  Select,
+  Serial,
+  Split,
 )
 from declax.layers.control_flow import Scan
 from declax.layers.convolution import Conv
@@ -94,15 +95,7 @@ def _inner_sru_cell(x_times_one_minus_f, f, state):
   return new, new
 
 
-class _Leaf(Serial):
-  """A `Serial` printed as a leaf (Trax's `sublayers_to_print=[]`)."""
-
-  @property
-  def sublayers(self) -> tuple:
-    return ()
-
-
-def SRU(n_units: int, activation: Layer | None = None, mode: str = "train") -> Layer:  # noqa: N802
+class SRU(Layer):
   """Simple recurrent unit (arXiv:1709.02755) over `(batch, length, n_units)`:
   `y, f, r = Dense(3 n)(x)` split, `c_t = f_t c_{t-1} + (1 - f_t) y_t` (a `Scan` over the
   length), `h = r * activation(c) + (1 - r) * x * sqrt(3)`. Prints as `SRU_{n_units}`, without
@@ -113,18 +106,37 @@ def SRU(n_units: int, activation: Layer | None = None, mode: str = "train") -> L
   layer.init(key, jnp.ones((8, 9, 7)))   # output (8, 9, 7)
   ```
   """
-  return _Leaf(                                                   # x
-      Branch(Dense(3 * n_units), None),                           # r_f_y, x
-      Split(n_items=3),                                           # r, f, y, x
-      Parallel(Sigmoid(), Sigmoid()),                             # r, f, y, x
-      Fn("", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),     # y * (1 - f), f, r, x
-      Parallel(None, None, Branch(MakeZeroState(), None)),        # ..., zeros, r, x
-      Scan(Fn("InnerSRUCell", _inner_sru_cell, n_out=2), axis=1, mode=mode),
-      Select([0], n_in=2),                                        # c, r, x
-      activation if activation is not None else [],
-      Fn("FinalSRUGate", lambda c, r, x: c * r + x * (1 - r) * (3**0.5)),
-      name=f"SRU_{n_units}",
-  )
+
+  n_units: int = 1
+  activation: Layer | None = None
+  mode: str = "train"
+  body: Layer | None = dataclasses.field(default=None, kw_only=True)  # built from the above
+
+  def __post_init__(self):
+    if self.body is None:
+      object.__setattr__(self, "body", Serial(                     # x
+          Branch(Dense(3 * self.n_units), None),                   # r_f_y, x
+          Split(n_items=3),                                        # r, f, y, x
+          Parallel(Sigmoid(), Sigmoid()),                          # r, f, y, x
+          Fn("", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),  # y * (1 - f), f, r, x
+          Parallel(None, None, Branch(MakeZeroState(), None)),     # ..., zeros, r, x
+          Scan(Fn("InnerSRUCell", _inner_sru_cell, n_out=2), axis=1, mode=self.mode),
+          Select([0], n_in=2),                                     # c, r, x
+          self.activation if self.activation is not None else [],
+          Fn("FinalSRUGate", lambda c, r, x: c * r + x * (1 - r) * (3**0.5)),
+      ))
+    super().__post_init__()
+
+  @property
+  def default_label(self) -> str:
+    return f"SRU_{self.n_units}"
+
+  @property
+  def sublayers(self) -> tuple:
+    return ()
+
+  def forward(self, x):
+    return self.call_child(self.body, [x])[0]
 
 
 __all__ = ["ConvGRUCell", "GeneralGRUCell", "MakeZeroState", "SRU"]
