@@ -8,6 +8,7 @@
 
 from declax.data.builders import DeclaxDigits, DeclaxFashionMnist, DeclaxPysrc, PysrcConfig
 from declax.data.data_dir import resolve_data_dir
+from declax.data.inputs_text import detokenize, get_vocab, tokenize, vocab_size
 from declax.data.offline import DatasetUnavailableError, unresolvable_hosts
 from declax.data.pipeline import Pipeline, load_split_arrays, make_pipeline
 from declax.data.preprocess import make_batch_fn
@@ -19,8 +20,17 @@ from declax.data.registry import (
     registered_names,
 )
 from declax.data.sources import clear_cache, get_builder, prepare
+from declax.data.tokenizers import (
+    ByteTokenizer,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    TokenizerError,
+)
 
 __all__ = [
+    "ByteTokenizer",
+    "CharTokenizer",
     "DatasetSpec",
     "DatasetUnavailableError",
     "DeclaxDigits",
@@ -28,9 +38,14 @@ __all__ = [
     "DeclaxPysrc",
     "Pipeline",
     "PysrcConfig",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "TokenizerError",
     "clear_cache",
+    "detokenize",
     "get_builder",
     "get_dataset_spec",
+    "get_vocab",
     "load_split_arrays",
     "local_dataset_names",
     "make_batch_fn",
@@ -39,5 +54,7 @@ __all__ = [
     "register_dataset",
     "registered_names",
     "resolve_data_dir",
+    "tokenize",
     "unresolvable_hosts",
+    "vocab_size",
 ]
