@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from declax.data import tokenizers
+from declax.data.inputs_stream import fmt_args, map_stage
 from declax.data.tokenizers import TokenizerError
 from declax.errors import did_you_mean
 
@@ -133,3 +134,68 @@ def vocab_size(vocab_type: str = "subword", vocab_file: str | None = None,
   267
   """
   return get_vocab(vocab_type, vocab_file, vocab_dir, n_reserved_ids).n_ids
+
+
+# ---------------------------------------------------------------- stream steps
+def Tokenize(keys: Iterable | None = None, vocab_type: str = "subword",  # noqa: N802 - Trax's
+             vocab_file: str | None = None, vocab_dir: str | None = None,
+             n_reserved_ids: int = 0, *, tokenizer: tokenizers.Tokenizer | None = None):
+  """Trax's `Tokenize`: a stream step mapping text (at `keys`, default all) to int32 id arrays.
+
+  `tokenizer=` (declax) passes a tokenizer object instead of naming a file. The vocabulary is
+  loaded here, so a missing or corrupt file fails when the pipeline is built.
+
+  >>> step = Tokenize(keys=[0], vocab_type='char')
+  >>> next(step([('Hi', 1)]))
+  (array([72, 105], dtype=int32), 1)
+  """
+  if tokenizer is None:
+    vocab = get_vocab(vocab_type, vocab_file, vocab_dir, n_reserved_ids)
+    what = dict(vocab_type=vocab_type, vocab_file=vocab_file, vocab_dir=vocab_dir,
+                n_reserved_ids=n_reserved_ids)
+  else:
+    vocab = tokenizer.with_reserved_ids(n_reserved_ids) if n_reserved_ids else tokenizer
+    what = dict(tokenizer=vocab)
+  keys = None if keys is None else list(keys)
+  return map_stage(fmt_args("Tokenize", keys=keys, **what),
+                   lambda x: _tokenize_example(x, keys, vocab.encode))
+
+
+def _to_unicode(s: Any) -> Any:
+  # Undecodable bytes are dropped (Trax's choice), so no example is lost to one bad byte.
+  return str(bytes(s), encoding="utf-8", errors="ignore") if isinstance(s, (bytes, np.bytes_)) \
+      else s
+
+
+def ConvertToUnicode(keys: Iterable | None = None):  # noqa: N802
+  """Decodes bytes (e.g. TFDS `Text` features) at `keys` (default all) as UTF-8 `str`.
+
+  >>> next(ConvertToUnicode(keys=[0])([(b'caf\\xc3\\xa9', b'x')]))
+  ('café', b'x')
+  """
+  keys = None if keys is None else list(keys)
+  return map_stage(fmt_args("ConvertToUnicode", keys=keys),
+                   lambda x: _tokenize_example(x, keys, _to_unicode))
+
+
+def _spm_vocab(spm_path: str | None) -> tokenizers.Tokenizer:
+  if spm_path is None:
+    raise TokenizerError("SentencePieceTokenize needs spm_path= (Trax's default, T5's model on "
+                         "gs://, is not reachable offline)")
+  return get_vocab("sentencepiece", os.path.basename(spm_path), os.path.dirname(spm_path))
+
+
+def sentencepiece_tokenize(stream: Iterable, spm_path: str | None = None,
+                           extra_ids: int = 0) -> Iterator:
+  """Trax's `sentencepiece_tokenize`: each text (or 1-tuple of text) becomes an id array."""
+  vocab = _spm_vocab(spm_path)
+  del extra_ids  # sentinel ids sit above the model's pieces: encoding never produces them
+  for example in stream:
+    yield vocab.encode(example[0] if isinstance(example, tuple) else example)
+
+
+def SentencePieceTokenize(spm_path: str | None = None, extra_ids: int = 0):  # noqa: N802
+  """Trax's `SentencePieceTokenize`: a stream step encoding text with the model at `spm_path`."""
+  vocab = _spm_vocab(spm_path)
+  return map_stage(fmt_args("SentencePieceTokenize", spm_path=spm_path, extra_ids=extra_ids),
+                   lambda x: vocab.encode(x[0] if isinstance(x, tuple) else x))
