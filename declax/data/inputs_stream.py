@@ -52,6 +52,8 @@ def encode_value(x: Any) -> Any:
   if isinstance(x, list):
     return [encode_value(v) for v in x]
   if isinstance(x, dict):
+    if all(isinstance(k, str) and not k.startswith("__") for k in x):
+      return {k: encode_value(v) for k, v in x.items()}  # readable JSON for the common case
     return {"__dict": [[encode_value(k), encode_value(v)] for k, v in x.items()]}
   if isinstance(x, bytes):
     return {"__bytes": base64.b64encode(x).decode()}
@@ -65,6 +67,8 @@ def decode_value(j: Any) -> Any:
     return [decode_value(v) for v in j]
   if not isinstance(j, dict):
     return j
+  if len(j) != 1 or not next(iter(j)).startswith("__"):
+    return {k: decode_value(v) for k, v in j.items()}
   (tag, v), = j.items()
   if tag in ("__nd", "__np"):
     dtype, shape, data = v
