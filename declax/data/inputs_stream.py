@@ -57,8 +57,9 @@ def encode_value(x: Any) -> Any:
     return {"__dict": [[encode_value(k), encode_value(v)] for k, v in x.items()]}
   if isinstance(x, bytes):
     return {"__bytes": base64.b64encode(x).decode()}
-  raise PipelineStateError(f"cannot save a {type(x).__name__} in a stream position (examples "
-                           "must be arrays, numbers, strings, bytes, tuples, lists or dicts)")
+  raise PipelineStateError(f"cannot save a value of type {type(x).__name__} in a stream position "
+                           "(examples must be arrays, numbers, strings, bytes, tuples, lists or "
+                           "dicts)")
 
 
 def decode_value(j: Any) -> Any:

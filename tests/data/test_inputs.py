@@ -100,7 +100,7 @@ def test_peek_then_rewind_like_train_task():
 def test_unsaveable_example_is_named():
   stream = data.Shuffle(4)([{"x": object()} for _ in range(10)])
   next(stream)
-  with pytest.raises(PipelineStateError, match="cannot save a object"):
+  with pytest.raises(PipelineStateError, match="cannot save a value of type object"):
     stream.get_state()
 
 
