@@ -97,6 +97,26 @@ def test_peek_then_rewind_like_train_task():
   _same([next(stream)], [first])
 
 
+@pytest.mark.parametrize("items", [
+    [(np.arange(i, dtype=np.int32), np.ones(3 - i % 3, np.float32)) for i in range(10)],
+    [(np.arange(i), "text") for i in range(10)],                    # not packable: generic path
+    [(np.arange(3),)] * 3,                                           # too short to pack
+    [(np.zeros((2, 2)),)] * 9,                                       # 2-D: generic path
+])
+def test_state_encoding_round_trips(items):
+  from declax.data.inputs_stream import decode_value, encode_value
+
+  back = decode_value(json.loads(json.dumps(encode_value(items))))
+  assert len(back) == len(items)
+  for a, b in zip(back, items, strict=True):
+    assert isinstance(a, tuple) and len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+      if isinstance(y, np.ndarray):
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+      else:
+        assert x == y
+
+
 def test_unsaveable_example_is_named():
   stream = data.Shuffle(4)([{"x": object()} for _ in range(10)])
   next(stream)
