@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> str:
   parser.add_argument("--quick", action="store_true", help="tiny corpus and vocabulary")
   args = parser.parse_args(argv)
   if args.quick:
-    args.vocab, args.seconds = min(args.vocab, 500), 1.0
+    args.vocab, args.seconds = min(args.vocab, 1000), 1.0
   pairs, source = read_pairs(args.lang, 3000 if args.quick else None)
   texts = [t for pair in pairs for t in pair]
   start = time.perf_counter()

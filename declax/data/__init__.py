@@ -1,9 +1,12 @@
-"""declax.data: offline TFDS builders, a dataset registry and grain input pipelines (no TensorFlow).
+"""declax.data: offline TFDS builders, a dataset registry and grain input pipelines (no TensorFlow),
+tokenizers, and Trax's stream combinators (`Serial`, `Tokenize`, `Shuffle`, `BucketByLength`, ...).
 
 >>> from declax import data
 >>> train = data.make_pipeline('declax_digits', 'train', batch_size=128)
 >>> inputs, targets = next(train)        # float32 (128, 8, 8, 1), int32 (128,)
 >>> state = train.get_state()            # JSON: save with the checkpoint, restore with set_state
+>>> stream = data.Serial(data.TFDS('declax_digits', keys=('image', 'label')), data.Batch(32))()
+>>> images, labels = next(stream)        # a Stream saves its position the same way
 """
 
 from declax.data.builders import DeclaxDigits, DeclaxFashionMnist, DeclaxPysrc, PysrcConfig

@@ -66,27 +66,32 @@ def _b64(a: np.ndarray) -> str:
   return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()
 
 
+def _kind(a: Any) -> tuple:
+  return (a.__class__, a.ndim, a.dtype)
+
+
 def _pack(items: list) -> dict | None:
   """A list of tuples of 1-D arrays (a shuffle queue of tokenized examples) as one buffer per
   tuple position: ~100x faster than one entry per array, and get_state runs every step."""
   if len(items) < 8 or not isinstance(items[0], tuple):
     return None
   width = len(items[0])
-  if not all(isinstance(x, np.ndarray) and x.ndim == 1 for x in items[0]):
+  if {(it.__class__, len(it)) for it in items} != {(tuple, width)}:
     return None
-  dtypes = [x.dtype for x in items[0]]
-  if dtypes and any(d.hasobject for d in dtypes):
-    return None
-  for item in items:
-    if not (isinstance(item, tuple) and len(item) == width and all(
-        isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype == d
-        for x, d in zip(item, dtypes, strict=True))):
-      return None
   columns = []
-  for k, d in enumerate(dtypes):
-    arrays = [item[k] for item in items]
-    lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
-    columns.append([d.str, _b64(lengths), _b64(np.concatenate(arrays).astype(d, copy=False))])
+  for k in range(width):
+    arrays = [it[k] for it in items]
+    try:
+      kinds = set(map(_kind, arrays))
+    except AttributeError:  # not all arrays
+      return None
+    if len(kinds) != 1:
+      return None
+    cls, ndim, dtype = kinds.pop()
+    if cls is not np.ndarray or ndim != 1 or dtype.hasobject:
+      return None
+    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    columns.append([dtype.str, _b64(lengths), _b64(np.concatenate(arrays))])
   return {"__packed": [len(items), columns]}
 
 
@@ -200,8 +205,8 @@ class PythonIterator(StageLogic):
   """Reads a Python iterator; its position is how many items were read, restored by reading
   (skipping) as many from a fresh iterator: exact when the iterator is deterministic."""
 
-  def __init__(self, make_iterator: Callable[[], Iterable]):
-    self._make, self._it = make_iterator, None
+  def __init__(self, make_iterator: Callable[[], Iterable], restartable: bool = False):
+    self._make, self._it, self.restartable = make_iterator, None, restartable
     self.count = self._read = 0
     self._lookback: collections.deque = collections.deque(maxlen=LOOKBACK)
 
@@ -226,6 +231,9 @@ class PythonIterator(StageLogic):
 
   def set_state(self, state):
     target = int(state["count"])
+    if self._read - target > len(self._lookback) and self.restartable:  # a list: read it again
+      self._it, self._read = None, 0
+      self._lookback.clear()
     if self._read - target > len(self._lookback):
       raise PipelineStateError(
           f"cannot move a plain Python iterator back from item {self._read} to {target} (it "
@@ -244,7 +252,8 @@ class PythonIterator(StageLogic):
 def python_dataset(iterable: Iterable, name: str = "python") -> StageDataset:
   """A `StageDataset` reading a Python iterable (a list is re-read from its start on restore)."""
   if isinstance(iterable, (list, tuple, range)):
-    return StageDataset([], lambda: PythonIterator(lambda: iterable), f"{name}[{len(iterable)}]")
+    return StageDataset([], lambda: PythonIterator(lambda: iterable, restartable=True),
+                        f"{name}[{len(iterable)}]")
   it = iter(iterable)
   return StageDataset([], lambda: PythonIterator(lambda: it), name)
 

@@ -252,6 +252,7 @@ class SentencePieceTokenizer(Tokenizer):
           f"{source} is not a valid SentencePiece model ({str(e).strip() or type(e).__name__}); "
           "the file is corrupt or of another kind: train it again "
           "(SentencePieceTokenizer.train) or copy it from the prepared dataset") from None
+    self.fingerprint = hashlib.sha256(self.model_proto).hexdigest()[:12]
     self._n_base_ids = self.processor.get_piece_size()
     self._base_pad_id = self.processor.pad_id()
     self._base_eos_id = self.processor.eos_id()
@@ -265,7 +266,7 @@ class SentencePieceTokenizer(Tokenizer):
   def train(
       cls, texts: Iterable[str], vocab_size: int = 8000, *, model_type: str = "unigram",
       normalization: str = "identity", byte_fallback: bool = True,
-      character_coverage: float = 1.0, max_sentences: int = 1_000_000,
+      character_coverage: float = 0.9995, max_sentences: int = 1_000_000,
       n_reserved_ids: int = 0, pad_to_multiple: int = PAD_MULTIPLE, **options: Any,
   ) -> SentencePieceTokenizer:  # fmt: skip
     """Trains a model on `texts` (an iterable of strings; each is one SentencePiece "sentence").
@@ -276,7 +277,8 @@ class SentencePieceTokenizer(Tokenizer):
     - `model_type`: `'unigram'` or `'bpe'`.
     - `normalization`: `'identity'` keeps text as is (exact round trip), `'nmt_nfkc'` is
       SentencePiece's default; whitespace is never collapsed and no dummy prefix is added.
-    - `byte_fallback`: unseen characters become UTF-8 byte pieces instead of "unknown".
+    - `byte_fallback`: unseen characters become UTF-8 byte pieces instead of "unknown"; with
+      it, the rarest characters (beyond `character_coverage` of the text) are bytes too.
     - `max_sentences`: a random sample of at most this many texts is used.
     - `**options`: any other `spm.SentencePieceTrainer` option (e.g. `user_defined_symbols`).
     """
@@ -303,6 +305,10 @@ class SentencePieceTokenizer(Tokenizer):
     except RuntimeError as e:
       raise TokenizerError(f"SentencePiece training failed: {e}") from None
     return cls(writer.getvalue(), n_reserved_ids, pad_to_multiple)
+
+  def __repr__(self) -> str:  # the model's hash tells pipelines with other models apart
+    return (f"SentencePieceTokenizer(n_ids={self.n_ids}, vocab_size={self.vocab_size}, "
+            f"sha256={self.fingerprint})")
 
   def _encode(self, text: str) -> list[int]:
     return self.processor.encode(text)

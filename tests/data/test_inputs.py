@@ -241,3 +241,19 @@ def test_loop_resumes_a_bucketed_text_stream_exactly(tmp_path):
   resumed.run(3)
   resumed.close()
   assert straight.losses == first.losses + resumed.losses
+
+
+def test_a_list_source_rewinds_past_the_lookback(monkeypatch):
+  from declax.data import inputs_stream
+
+  monkeypatch.setattr(inputs_stream, "LOOKBACK", 4)
+  stream = data.Serial(lambda _: [(i,) for i in range(20)], data.Dup())()
+  start = stream.get_state()
+  first = [next(stream) for _ in range(10)]
+  stream.set_state(start)
+  assert [next(stream) for _ in range(10)] == first
+  gen = data.Serial(lambda _: ((i,) for i in range(20)), data.Dup())()
+  start = gen.get_state()
+  _take(gen, 10)
+  with pytest.raises(PipelineStateError, match="cannot move a plain Python iterator back"):
+    gen.set_state(start)
