@@ -111,17 +111,25 @@ def PadToLength(len_map: dict[int, int] | None = None, pad_value: Any = 0,  # no
                             multiple=multiple), pad)
 
 
+def _append(x: Any, value: Any, axis: int | None) -> np.ndarray:
+  value = np.asarray(value)
+  if isinstance(x, np.ndarray) and np.can_cast(value.dtype, x.dtype, "same_kind"):
+    value = value.astype(x.dtype)  # int32 ids stay int32 (NumPy alone would give int64)
+  return np.append(x, value, axis)
+
+
 def AppendValue(val: dict[int, Any] | None = None):  # noqa: N802
-  """Appends `val[i]` to item `i` along the last axis (e.g. an EOS id: `{0: [1], 1: [1]}`)."""
+  """Appends `val[i]` to item `i` along the last axis (e.g. an EOS id: `{0: [1], 1: [1]}`),
+  keeping the item's dtype when the value fits it (`int32` ids stay `int32`)."""
   def append(example):
     if isinstance(example, tuple):
       example = list(example)
       for key, value in (val or {}).items():
-        example[key] = np.append(example[key], value, -1)
+        example[key] = _append(example[key], value, -1)
       return tuple(example)
     if not isinstance(example, np.ndarray):
       raise ValueError(f"example isn't nparray, but should be: {example}")
-    return np.append(example, val[0])
+    return _append(example, val[0], None)
 
   return map_stage(fmt_args("AppendValue", val=val), append)
 

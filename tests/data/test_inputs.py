@@ -77,6 +77,15 @@ def test_batches_are_bucketed_and_weighted():
     assert inputs.dtype == np.int32 and weights.dtype == np.float32
 
 
+def test_append_value_keeps_int32_ids():
+  ids = np.array([5, 6], np.int32)
+  out = next(data.AppendValue({0: [1]})([(ids, ids)]))
+  assert out[0].dtype == np.int32 and out[0].tolist() == [5, 6, 1]
+  assert out[1] is ids
+  floats = next(data.AppendValue({0: [0.5]})([(ids,)]))[0]
+  assert floats.dtype == np.float64  # a float does not fit: NumPy's promotion, as in Trax
+
+
 def test_state_of_another_pipeline_is_refused():
   sentences = _sentences()
   stream = _text_pipeline(sentences)()
