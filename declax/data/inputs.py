@@ -276,6 +276,8 @@ def pad_to_max_dims(tensors: Sequence[Any], boundary: int | Sequence[int | None]
 
 
 def _pad_batch(examples: list, boundary: Any = None, strict: bool = False) -> Any:
+  if isinstance(examples[0], dict):  # declax: dict examples batch key by key
+    return {k: pad_to_max_dims([e[k] for e in examples], boundary, strict) for k in examples[0]}
   if isinstance(examples[0], (tuple, list)):
     return tuple(pad_to_max_dims(list(x), boundary, strict) for x in zip(*examples, strict=True))
   return pad_to_max_dims(examples, boundary, strict)

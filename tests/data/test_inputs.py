@@ -77,6 +77,11 @@ def test_batches_are_bucketed_and_weighted():
     assert inputs.dtype == np.int32 and weights.dtype == np.float32
 
 
+def test_batch_of_dicts():
+  batch = next(data.Batch(2)([{"ids": np.arange(n), "label": n} for n in (2, 3)]))
+  assert batch["ids"].tolist() == [[0, 1, 0], [0, 1, 2]] and batch["label"].tolist() == [2, 3]
+
+
 def test_append_value_keeps_int32_ids():
   ids = np.array([5, 6], np.int32)
   out = next(data.AppendValue({0: [1]})([(ids, ids)]))
