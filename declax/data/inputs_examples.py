@@ -30,7 +30,7 @@ from declax.data.inputs_stream import (
 
 
 def _length_fn(example: Any, length_axis: int, length_keys: Sequence[int]) -> int:
-  if isinstance(example, (list, tuple)):
+  if isinstance(example, (list, tuple, dict)):  # dicts: length_keys are feature names
     return max(np.shape(example[i])[length_axis] for i in length_keys)
   return np.shape(example)[length_axis]
 

@@ -80,6 +80,9 @@ def test_batches_are_bucketed_and_weighted():
 def test_batch_of_dicts():
   batch = next(data.Batch(2)([{"ids": np.arange(n), "label": n} for n in (2, 3)]))
   assert batch["ids"].tolist() == [[0, 1, 0], [0, 1, 2]] and batch["label"].tolist() == [2, 3]
+  step = data.BucketByLength([2], [2, 5], length_keys=["ids"])
+  short = next(step([{"ids": np.arange(n)} for n in (1, 3, 2)]))
+  assert short["ids"].tolist() == [[0, 0], [0, 1]]
 
 
 def test_append_value_keeps_int32_ids():
