@@ -208,7 +208,16 @@ def test_mlm_pipeline_resumes():
   _same(_take(fresh, 5), expected)
 
 
-def test_tfds_source_resumes(data_dir):
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+  """Only declax_digits (prepared in ~0.1 s), not the session's whole data dir."""
+  path = str(tmp_path_factory.mktemp("digits"))
+  data.prepare("declax_digits", path)
+  return path
+
+
+def test_tfds_source_resumes(digits_dir):
+  data_dir = digits_dir
   def build():
     return data.Serial(data.TFDS("declax_digits", data_dir=data_dir, keys=("image", "label")),
                        data.Shuffle(16), data.Batch(8))()
@@ -226,8 +235,8 @@ def test_tfds_source_resumes(data_dir):
   assert all(0 <= int(x) < 10 for x in eval_labels)
 
 
-def test_tfds_unknown_feature_is_named(data_dir):
-  stream = data.TFDS("declax_digits", data_dir=data_dir, keys=("text",))()
+def test_tfds_unknown_feature_is_named(digits_dir):
+  stream = data.TFDS("declax_digits", data_dir=digits_dir, keys=("text",))()
   with pytest.raises(KeyError, match="no feature \\['text'\\]"):
     next(stream)
 
