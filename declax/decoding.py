@@ -264,9 +264,9 @@ def autoregressive_sample_stream(model: nn.Module, variables: Mapping, inputs: A
   batch = prefix.shape[0]
   limit = _context_limit(model, batch, inputs)
   cache = init_cache(model, batch, inputs)
-  step = functools.partial(_step, predict)
+  step = functools.partial(_jit_step if accelerate else _step, predict)
   if accelerate:
-    step, sample = jax.jit(step), jax.jit(sample)
+    sample = functools.partial(_jit_sample, temperature=float(temperature), top_k=top_k)
   tokens = jnp.concatenate([jnp.full((batch, 1), start_id, jnp.int32), prefix], axis=1)
   position = tokens.shape[1]
   while True:
@@ -281,16 +281,24 @@ def autoregressive_sample_stream(model: nn.Module, variables: Mapping, inputs: A
     tokens, position = token[:, None], position + 1
 
 
+def _last_logits(evaluator, variables, tokens, inputs, index):
+  outputs = evaluator.apply(variables, _model_inputs(evaluator, tokens, inputs))
+  logits = outputs[0] if evaluator.n_out > 1 else outputs
+  return jax.lax.dynamic_index_in_dim(logits, index, axis=1, keepdims=False).astype(jnp.float32)
+
+
+# Module-level jitted steps: every stream of the same model reuses their compilations.
+_jit_step = jax.jit(_step, static_argnums=0)
+_jit_sample = jax.jit(sample_logits, static_argnames=("temperature", "top_k"))
+_jit_last_logits = jax.jit(_last_logits, static_argnums=0)
+
+
 def _eval_mode_stream(model, variables, prefix, inputs, rng, sample, accelerate, min_length):
   evaluator = with_mode(model, "eval")
-
-  def last_logits(variables, tokens, inputs, index):
-    outputs = evaluator.apply(variables, _model_inputs(evaluator, tokens, inputs))
-    logits = outputs[0] if evaluator.n_out > 1 else outputs
-    return logits[:, index].astype(jnp.float32)
-
+  last_logits = functools.partial(_jit_last_logits if accelerate else _last_logits, evaluator)
   if accelerate:
-    last_logits, sample = jax.jit(last_logits), jax.jit(sample)
+    sample = functools.partial(_jit_sample, temperature=sample.keywords["temperature"],
+                               top_k=sample.keywords["top_k"])
   tokens = np.asarray(prefix)
   while True:
     length = tokens.shape[1]
