@@ -27,9 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.translate = dict(
       dataset="declax_gettext_translations/de",
       data_dir=placeholder(str),       # None: declax's default data dir
+      builder_kwargs={},               # e.g. locale_dir=..., min_pairs=... (the builder's)
       vocab_size=8000, model_type="unigram",  # trained on the training split's both sides
       boundaries=(8, 12, 16, 24, 32, 48, 64),  # token lengths (EOS included); longer pairs skipped
       tokens_per_batch=4096,           # padded tokens per side per batch, in every bucket
+      shuffle_queue=2048,              # Trax's Shuffle(queue_size) before bucketing
       eval_batch_size=128,             # validation token metrics
       bleu_every=500, n_bleu_examples=placeholder(int),  # None: the whole test split
       beam_size=4, alpha=0.6, decode_batch_size=128,

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from declax import translation
@@ -36,13 +37,33 @@ def load_or_train_vocabulary(t: ml_collections.ConfigDict, workdir: str | None
   if workdir and os.path.exists(os.path.join(workdir, tokenizers.TOKENIZER_FILE)):
     return tokenizers.load(workdir)
   start = time.time()
-  pairs = translation.load_pairs(t.dataset, "train", t.get("data_dir"))
+  pairs = _pairs(t, "train")
   tokenizer = translation.train_vocabulary(pairs, t.vocab_size, t.get("model_type", "unigram"))
   logging.info("SentencePiece: %d pieces from %d training pairs in %.1f s", tokenizer.n_ids,
                len(pairs), time.time() - start)
   if workdir:
     tokenizer.save(workdir)
   return tokenizer
+
+
+def _pairs(t: ml_collections.ConfigDict, split: str) -> list[tuple[str, str]]:
+  return translation.load_pairs(t.dataset, split, t.get("data_dir"),
+                                **dict(t.get("builder_kwargs") or {}))
+
+
+def _check_lengths(pairs: list[tuple[str, str]], tokenizer: tokenizers.Tokenizer,
+                   max_length: int) -> None:
+  """A `ConfigError` when most pairs are longer than the last bucket boundary (training would
+  filter them all out and wait forever for a batch)."""
+  from declax.training.config_schema import ConfigError
+
+  lengths = [max(len(tokenizer.encode(a)), len(tokenizer.encode(b))) + 1 for a, b in pairs]
+  fits = sum(n <= max_length for n in lengths) / max(len(lengths), 1)
+  if fits < 0.5:
+    raise ConfigError(
+        f"only {fits:.0%} of the validation pairs fit config.translate.boundaries[-1]="
+        f"{max_length} tokens (EOS included; median {int(np.median(lengths))}): raise the last "
+        "boundary or the vocabulary size")
 
 
 def _bucket_sizes(boundaries: list[int], tokens_per_batch: int) -> list[int]:
@@ -80,11 +101,13 @@ def train_translation(config: ml_collections.ConfigDict, workdir: str | os.PathL
   stream = translation.bucketed_stream(
       t.dataset, tokenizer, boundaries=boundaries,
       batch_sizes=_bucket_sizes(boundaries, t.tokens_per_batch), max_length=boundaries[-1],
-      data_dir=t.get("data_dir"), seed=config.train.seed)
+      data_dir=t.get("data_dir"), shuffle_queue=t.get("shuffle_queue", 2048),
+      seed=config.train.seed)
   tx, schedule = build_optimizer(config)
   task = TrainTask(stream, registry.get_layer(config.train.loss), tx, lr_schedule=schedule,
                    n_steps_per_checkpoint=config.train.checkpoint_every)
-  validation = translation.load_pairs(t.dataset, "validation", t.get("data_dir"))
+  validation = _pairs(t, "validation")
+  _check_lengths(validation, tokenizer, boundaries[-1])
   batches = translation.eval_batches(validation, tokenizer, t.eval_batch_size, boundaries[-1])
   metrics = [registry.get_layer(name) for name in config.train.metrics]
   eval_task = EvalTask(lambda: iter(batches), metrics, metric_names=config.train.metric_names,
@@ -95,7 +118,7 @@ def train_translation(config: ml_collections.ConfigDict, workdir: str | os.PathL
               sharding_rules=to_dict(config.get("sharding_rules")) or None,
               eval_every=config.train.eval_every, log_every=config.train.log_every,
               seed=config.train.seed, writers=writer, **loop_kwargs)
-  test = translation.load_pairs(t.dataset, "test", t.get("data_dir"))
+  test = _pairs(t, "test")
   if t.get("n_bleu_examples"):
     test = test[: t.n_bleu_examples]
   max_len = config.model.get("max_len", 2048)
