@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.optimizer = dict(name="adam", weight_decay=0.0, clip_norm=1.0, grad_accum_steps=1,
                           kwargs=dict(b1=0.9, b2=0.98))
-  config.schedule = dict(name="warmup_rsqrt", learning_rate=1e-3, warmup_steps=1000)
+  config.schedule = dict(name="warmup_rsqrt", learning_rate=1e-3, warmup_steps=400)
 
   config.train = dict(
       steps=3000, batch_size=512,      # batch_size: rows of the shortest bucket (informational)
