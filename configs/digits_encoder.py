@@ -12,31 +12,21 @@ about 97% test accuracy in ~1.5 minutes on 2 CPU cores.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from declax.training import default_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-
+  config = default_config.get_config()  # every key and its default
   config.model = dict(name="TransformerEncoder", vocab_size=17, n_classes=10, d_model=32,
                       d_ff=64, n_layers=2, n_heads=4, max_len=64, dropout=0.1, pad_id=None,
                       flatten_inputs=True, scan_layers=False, dtype=placeholder(str))
-
-  config.data = dict(
-      name="declax_digits", train_split="train", eval_split="test",
-      eval_batch_size=120, n_eval_batches=placeholder(int), normalize="none", builder_kwargs={},
-  )
-
-  config.optimizer = dict(name="adamw", weight_decay=1e-4, clip_norm=1.0, grad_accum_steps=1,
-                          kwargs={})
-  config.schedule = dict(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100,
-                         decay_steps=placeholder(int), end_value=0.0)
-
-  config.train = dict(
+  config.data.update(name="declax_digits", eval_split="test", eval_batch_size=120,
+                     normalize="none")
+  config.optimizer.update(name="adamw", weight_decay=1e-4, clip_norm=1.0)
+  config.schedule.update(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100)
+  config.train.update(
       steps=1200, batch_size=64, eval_every=600, checkpoint_every=600, log_every=200,
       keep_checkpoints=1, seed=0,
       loss="CrossEntropyLoss",                   # the classifier outputs log-probabilities
-      metrics=("CrossEntropyLoss", "Accuracy"), metric_names=("loss", "accuracy"),
-  )
-
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sharding_rules = {}
+      metric_names=("loss", "accuracy"))
   return config

@@ -9,31 +9,19 @@ Three groups of one pre-activation block each (widths 16, 32, 64; strides 1, 2, 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from declax.training import default_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-
+  config = default_config.get_config()  # every key and its default
   config.model = dict(name="WideResnet", n_blocks=1, widen_factor=1, base_width=16,
                       n_output_classes=10, bn_momentum=0.9, dtype=placeholder(str))
-
-  config.data = dict(
-      name="declax_digits", train_split="train", eval_split="test",
-      eval_batch_size=120, n_eval_batches=placeholder(int), normalize="standardize",
-      builder_kwargs={},
-  )
-
-  config.optimizer = dict(name="adamw", weight_decay=1e-4, clip_norm=placeholder(float),
-                          grad_accum_steps=1, kwargs={})
-  config.schedule = dict(name="warmup_cosine", learning_rate=3e-3, warmup_steps=50,
-                         decay_steps=placeholder(int), end_value=0.0)
-
-  config.train = dict(
-      steps=400, batch_size=64, eval_every=200, checkpoint_every=200, log_every=100,
-      keep_checkpoints=1, seed=0,
-      loss="CrossEntropyLoss",                   # the classifier outputs log-probabilities
-      metrics=("CrossEntropyLoss", "Accuracy"), metric_names=("loss", "accuracy"),
-  )
-
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sharding_rules = {}
+  config.data.update(name="declax_digits", eval_split="test", eval_batch_size=120,
+                     normalize="standardize")
+  config.optimizer.update(name="adamw", weight_decay=1e-4)
+  config.schedule.update(name="warmup_cosine", learning_rate=3e-3, warmup_steps=50)
+  config.train.update(
+      steps=400, batch_size=64, eval_every=200, checkpoint_every=200, keep_checkpoints=1,
+      seed=0, loss="CrossEntropyLoss",          # the classifier outputs log-probabilities
+      metric_names=("loss", "accuracy"))
   return config

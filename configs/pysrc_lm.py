@@ -8,38 +8,26 @@ The corpus is built from the running Python's own stdlib sources (prepared on fi
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+
+from declax.training import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-
+  config = default_config.get_config()  # every key and its default
   config.model = dict(name="TransformerLM", vocab_size=256, d_model=128, d_ff=512, n_layers=2,
                       n_heads=4, max_len=128, dropout=0.0)
-
-  config.data = dict(
-      name="declax_pysrc", train_split="train", eval_split="validation",
-      eval_batch_size=32,
+  config.data.update(
+      name="declax_pysrc", eval_split="validation", eval_batch_size=32,
       n_eval_batches=64,               # 64 x 32 windows of 128 bytes = 262k held-out bytes
       lm_format="trax",                # inputs == targets: TransformerLM shifts right inside
-      builder_kwargs=dict(seq_len=128),
-  )
-
-  config.optimizer = dict(name="adamw", weight_decay=1e-2, clip_norm=1.0, grad_accum_steps=1,
-                          kwargs=dict(b2=0.98))
-  config.schedule = dict(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100,
-                         decay_steps=placeholder(int), end_value=3e-5)
-
-  config.train = dict(
-      steps=800, batch_size=32, eval_every=400, checkpoint_every=400, log_every=100,
-      keep_checkpoints=2, seed=0,
-      loss="WeightedCategoryCrossEntropy",     # the model outputs logits; weights mask padding
+      builder_kwargs=dict(seq_len=128))
+  config.optimizer.update(name="adamw", weight_decay=1e-2, clip_norm=1.0, kwargs=dict(b2=0.98))
+  config.schedule.update(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100,
+                         end_value=3e-5)
+  config.train.update(
+      steps=800, batch_size=32, eval_every=400, checkpoint_every=400, keep_checkpoints=2,
+      seed=0, loss="WeightedCategoryCrossEntropy",  # the model outputs logits; weights mask padding
       metrics=("WeightedCategoryCrossEntropy", "WeightedCategoryAccuracy", "BitsPerToken"),
-      metric_names=("loss", "accuracy", "bits_per_byte"),
-  )
-
+      metric_names=("loss", "accuracy", "bits_per_byte"))
   config.sample = dict(prompt="def ", max_length=100, temperature=0.6)  # printed at the end
-
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sharding_rules = {}
   return config

@@ -12,31 +12,22 @@ unigram distribution about 4.7; this run (197k parameters) reaches about 2.4 bit
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from declax.training import default_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-
+  config = default_config.get_config()  # every key and its default
   config.model = dict(name="RNNLM", vocab_size=256, d_model=128, n_layers=1, rnn_cell="LSTM",
                       dropout=0.0, dtype=placeholder(str))
-
-  config.data = dict(
-      name="declax_pysrc", train_split="train", eval_split="validation",
-      eval_batch_size=64, n_eval_batches=8, lm_format="trax", builder_kwargs={"seq_len": 64},
-  )
-
-  config.optimizer = dict(name="adamw", weight_decay=0.0, clip_norm=1.0, grad_accum_steps=1,
-                          kwargs={})
-  config.schedule = dict(name="warmup_cosine", learning_rate=1e-2, warmup_steps=50,
-                         decay_steps=placeholder(int), end_value=1e-4)
-
-  config.train = dict(
+  config.data.update(name="declax_pysrc", eval_split="validation", eval_batch_size=64,
+                     n_eval_batches=8, lm_format="trax", builder_kwargs={"seq_len": 64})
+  config.optimizer.update(name="adamw", clip_norm=1.0)
+  config.schedule.update(name="warmup_cosine", learning_rate=1e-2, warmup_steps=50,
+                         end_value=1e-4)
+  config.train.update(
       steps=1500, batch_size=32, eval_every=500, checkpoint_every=500, log_every=250,
       keep_checkpoints=1, seed=0,
       loss="WeightedCategoryCrossEntropy",       # the model outputs logits
       metrics=("WeightedCategoryCrossEntropy", "WeightedCategoryAccuracy", "BitsPerToken"),
-      metric_names=("loss", "accuracy", "bits_per_byte"),
-  )
-
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sharding_rules = {}
+      metric_names=("loss", "accuracy", "bits_per_byte"))
   return config

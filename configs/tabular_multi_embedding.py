@@ -14,34 +14,21 @@ The dataset's batches have four inputs, `(cat_0, cat_1, cat_2, numeric, target)`
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from declax.data.builders import synthetic_tabular
+from declax.training import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-
+  config = default_config.get_config()  # every key and its default
   config.model = dict(name="MultiEmbeddingModel", cardinalities=synthetic_tabular.CARDINALITIES,
                       d_feature=8, n_numeric=synthetic_tabular.N_NUMERIC, hidden=(64, 64),
                       n_outputs=1, dropout=0.0)
-
-  config.data = dict(
-      name=synthetic_tabular.NAME, train_split="train", eval_split="test",
-      eval_batch_size=500, n_eval_batches=4, builder_kwargs={},
-  )
-
-  config.optimizer = dict(name="adamw", weight_decay=1e-4, clip_norm=1.0, grad_accum_steps=1,
-                          kwargs={})
-  config.schedule = dict(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100,
-                         decay_steps=placeholder(int), end_value=0.0)
-
-  config.train = dict(
+  config.data.update(name=synthetic_tabular.NAME, eval_split="test", eval_batch_size=500,
+                     n_eval_batches=4)
+  config.optimizer.update(name="adamw", weight_decay=1e-4, clip_norm=1.0)
+  config.schedule.update(name="warmup_cosine", learning_rate=3e-3, warmup_steps=100)
+  config.train.update(
       steps=2000, batch_size=128, eval_every=1000, checkpoint_every=1000, log_every=500,
-      keep_checkpoints=1, seed=0,
-      loss="L2Loss", metrics=("L2Loss",), metric_names=("mse",),
-  )
-
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sharding_rules = {}
+      keep_checkpoints=1, seed=0, loss="L2Loss", metrics=("L2Loss",), metric_names=("mse",))
   return config

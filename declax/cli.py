@@ -7,16 +7,15 @@ The resolved config is written to `WORKDIR/config.json`; a workdir that already 
 checkpoint resumes from it. On SIGTERM the run saves a checkpoint at the current step and exits
 with status 0, so a scheduler can restart it with the same command.
 
-Errors that declax diagnoses (a bad config value, a mesh that does not fit, a damaged
-checkpoint, a NaN loss, ...; see docs/errors.md) print one `declax-train: error: ...` message
-and exit with status 1; `DECLAX_TRACEBACK=1` adds the traceback. Any other exception is printed
-with its traceback under a `declax-train: stopped by an unexpected ...` line.
+Errors that declax diagnoses (any `declax.DeclaxError`: a bad config value, a mesh that does
+not fit, a damaged checkpoint, a NaN loss, ...; see docs/errors.md) print one
+`declax-train: error: ...` message and exit with status 1; `DECLAX_TRACEBACK=1` adds the
+traceback. Any other exception is printed with its traceback under a
+`declax-train: stopped by an unexpected ...` line.
 """
 
 from __future__ import annotations
 
-import difflib
-import linecache
 import logging
 import os
 import sys
@@ -27,7 +26,10 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from declax.errors import DeclaxError, did_you_mean
+
 __all__ = ["main"]
+
 
 def _env_int(name: str) -> int | None:
   value = os.environ.get(name)
@@ -83,9 +85,8 @@ def _suggest_config_key(argv: Sequence[str]) -> str | None:
   keys = _config_keys(module.get_config())
   for key in overrides:
     if key not in keys:
-      close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-      hint = f"; did you mean --config.{close[0]}?" if close else ""
-      return f"unknown config key --config.{key}{hint}"
+      return (f"unknown config key --config.{key}"
+              f"{did_you_mean(key, keys, prefix='--config.', cutoff=0.5)}")
   return None
 
 
@@ -120,30 +121,10 @@ def _run(argv: Sequence[str]) -> None:
   sys.exit(0)
 
 
-_DECLAX_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _raised_by_declax(error: BaseException) -> bool:
-  """True for an error that a declax `raise` statement wrote (a diagnosis, not a crash)."""
-  from declax.data.offline import DatasetUnavailableError
-  from declax.layers.base import LayerError
-
-  if isinstance(error, (LayerError, DatasetUnavailableError)):
-    return True
-  tb = error.__traceback__
-  while tb is not None and tb.tb_next is not None:
-    tb = tb.tb_next
-  if tb is None:
-    return False
-  filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
-  line = linecache.getline(filename, tb.tb_lineno).strip()
-  return filename.startswith(_DECLAX_DIR + os.sep) and line.startswith("raise")
-
-
 def _report_failure(error: BaseException) -> None:
   """Prints why the run stopped: declax's diagnosis alone, or a sentence over the traceback."""
   name = type(error).__name__
-  if _raised_by_declax(error):
+  if isinstance(error, DeclaxError):
     print(f"declax-train: error: {name}: {error}", file=sys.stderr)
     if os.environ.get("DECLAX_TRACEBACK"):
       traceback.print_exception(error, file=sys.stderr)

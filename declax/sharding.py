@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from declax.errors import DeclaxError
 from declax.text_table import format_table
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -48,7 +49,7 @@ FSDP_MIN_SIZE = 2**12
 log = logging.getLogger(__name__)
 
 
-class ShardingError(ValueError):
+class ShardingError(DeclaxError, ValueError):
   """A mesh, rule or batch that does not fit the devices; the message names the config key."""
 
 
@@ -309,7 +310,7 @@ def sharding_table(params: Any, mesh: Mesh, rules: Sequence[tuple] | None = None
 # ------------------------------------------------------------------------------------------------
 
 
-class PeerFailureError(RuntimeError):
+class PeerFailureError(DeclaxError, RuntimeError):
   """A collective or coordination call failed because another process of a multi-host job died
   or became unreachable. `cause` is JAX's error."""
 

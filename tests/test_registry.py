@@ -31,8 +31,8 @@ def test_unknown_model_lists_known_names_and_the_closest():
   with pytest.raises(registry.RegistryError) as info:
     registry.get_model("MPL")
   message = str(info.value)
-  assert "Unknown model 'MPL'. Did you mean 'MLP'?" in message
-  assert "Known models:" in message and "CNN" in message
+  assert "Unknown model 'MPL'; did you mean 'MLP'?" in message
+  assert "known models:" in message and "CNN" in message
   assert isinstance(info.value, KeyError)
 
 
@@ -42,7 +42,7 @@ def test_optimizers():
                                              "lion"}
   registry.register_optimizer(optax.rmsprop, name="rmsprop_test")
   assert registry.get_optimizer("rmsprop_test") is optax.rmsprop
-  with pytest.raises(registry.RegistryError, match="Did you mean 'adafactor'"):
+  with pytest.raises(registry.RegistryError, match="did you mean 'adafactor'"):
     registry.get_optimizer("adafactr")
 
 
@@ -50,5 +50,34 @@ def test_layers():
   assert isinstance(registry.get_layer("CrossEntropyLoss"), tl.CrossEntropyLoss)
   bits = registry.get_layer("BitsPerToken")
   assert bits.n_in == 3
-  with pytest.raises(registry.RegistryError, match="Did you mean 'Accuracy'"):
+  with pytest.raises(registry.RegistryError, match="did you mean 'Accuracy'"):
     registry.get_layer("Acuracy")
+
+
+def test_one_registry_api_for_every_kind():
+  from declax.data.registry import DATASETS
+
+  for table, name in ((registry.MODELS, "MLP"), (registry.LAYERS, "Accuracy"),
+                      (registry.OPTIMIZERS, "adamw"), (DATASETS, "declax_digits")):
+    assert isinstance(table, registry.Registry)
+    assert name in table and name in table.names()
+    assert table.get(name) is not None
+    with pytest.raises(registry.RegistryError, match=f"Unknown {table.kind} 'nope'"):
+      table.get("nope")
+
+
+def test_every_declax_error_class_derives_from_declax_error():
+  import declax
+  from declax import sharding
+  from declax.data.offline import DatasetUnavailableError
+  from declax.training import checkpoints, config_schema, reporting, workdir
+
+  classes = [sharding.ShardingError, sharding.PeerFailureError, DatasetUnavailableError,
+             registry.RegistryError, registry.RegistryArgumentError, config_schema.ConfigError,
+             reporting.NonFiniteLossError, reporting.NonFiniteInputError,
+             workdir.WorkdirError, workdir.WorkdirLockedError,
+             checkpoints.CheckpointMismatchError, checkpoints.CheckpointCorruptedError,
+             checkpoints.CheckpointSaveError]
+  for cls in classes:
+    assert issubclass(cls, declax.DeclaxError), cls
+  assert issubclass(registry.RegistryError, KeyError) and issubclass(workdir.WorkdirError, OSError)

@@ -18,13 +18,15 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
+from declax.errors import DeclaxError
+
 # Probed when a builder does not declare its URLs (`url_infos is None`): TFDS's own host.
 FALLBACK_HOSTS = ("storage.googleapis.com",)
 DNS_TIMEOUT_S = 0.5
 DOWNLOAD_RETRIES = 2
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(DeclaxError, RuntimeError):
   """A dataset is not prepared locally and cannot be obtained (offline, files missing, ...)."""
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from declax.data import builders
+from declax.errors import did_you_mean
+from declax.registry import Registry, RegistryError
 
 KINDS = ("image", "lm", "supervised")
 
@@ -50,14 +52,15 @@ class DatasetSpec:
 
   def __post_init__(self):
     if self.kind not in KINDS:
-      raise ValueError(
+      raise RegistryError(
           f"DatasetSpec {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
       )
     if self.kind != "lm" and self.target_key is None:
-      raise ValueError(f"DatasetSpec {self.name!r}: kind {self.kind!r} needs a target_key")
+      raise RegistryError(f"DatasetSpec {self.name!r}: kind {self.kind!r} needs a target_key")
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS = Registry("dataset")  # the same registry API as declax.registry's models and layers
+_REGISTRY = DATASETS.table
 
 
 def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
@@ -65,20 +68,17 @@ def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSp
 
   >>> register_dataset(DatasetSpec('my_digits', MyBuilder, kind='image', n_classes=10))
   """
-  if spec.name in _REGISTRY and not overwrite:
-    raise ValueError(f"dataset {spec.name!r} is already registered (pass overwrite=True)")
-  _REGISTRY[spec.name] = spec
-  return spec
+  return DATASETS.register(spec, name=spec.name, overwrite=overwrite)
 
 
 def registered_names() -> list[str]:
   """All registered dataset names, sorted."""
-  return sorted(_REGISTRY)
+  return DATASETS.names()
 
 
 def local_dataset_names() -> list[str]:
   """Registered datasets that come with their own builder (no download), sorted."""
-  return sorted(n for n, s in _REGISTRY.items() if s.builder is not None)
+  return sorted(n for n, s in DATASETS.table.items() if s.builder is not None)
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -91,19 +91,22 @@ def get_dataset_spec(name: str) -> DatasetSpec:
   """The spec for `name` (`'base'` or `'base/config'`): registered, else a TFDS dataset.
 
   TFDS datasets get `DatasetSpec(name)`; `spec_from_info` fills kind and keys once the
-  builder's info is known. Unknown names raise a `ValueError` listing the registered names.
+  builder's info is known. Unknown names raise a `RegistryError` (a `ValueError`) listing the
+  registered names.
 
   >>> get_dataset_spec('declax_digits').n_classes
   10
   """
   base, _ = split_name(name)
-  if base in _REGISTRY:
-    return _REGISTRY[base]
+  if base in DATASETS:
+    return DATASETS.get(base)
   try:
     tfds.builder_cls(base)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(
-        f"Unknown dataset {name!r}. Registered declax datasets: {registered_names()}; any "
+    hint = did_you_mean(repr(base), [repr(n) for n in registered_names()])
+    raise RegistryError(
+        f"Unknown dataset {name!r}{hint or '.'} Registered declax datasets: "
+        f"{registered_names()}; any "
         "TFDS name (tfds.list_builders()) also works, and register_dataset(DatasetSpec(...)) "
         "adds your own."
     ) from None

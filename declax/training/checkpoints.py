@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from declax.errors import DeclaxError
 from declax.training.state import path_name, tree_signature
 
 __all__ = ["CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError",
@@ -37,7 +38,7 @@ FORMAT_VERSION = 1
 _MAX_LISTED = 20
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(DeclaxError, ValueError):
   """A checkpoint whose state tree differs from the model's; lists the differing paths.
 
   Attributes `missing` (in the model, not in the checkpoint), `unexpected` (in the checkpoint,
@@ -57,7 +58,7 @@ class CheckpointMismatchError(ValueError):
     super().__init__("\n".join(lines))
 
 
-class CheckpointCorruptedError(ValueError):
+class CheckpointCorruptedError(DeclaxError, ValueError):
   """A committed step directory that cannot be read (truncated or damaged files, a foreign
   directory with a step's name). Nothing was restored and nothing was deleted.
 
@@ -76,7 +77,7 @@ class CheckpointCorruptedError(ValueError):
                      f"was restored or deleted.{fallback}")
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(DeclaxError, RuntimeError):
   """Writing a checkpoint failed (e.g. no space left on the device). The incomplete step is
   never loaded (it has no commit) and earlier checkpoints are untouched.
 

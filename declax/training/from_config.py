@@ -1,17 +1,9 @@
 """From a config to the objects it describes: model, optimizer, data, tasks and the `Loop`.
 
-The config sections (see `configs/*.py`):
-
-- `model`: `name` (registry name) and the model's keyword arguments.
-- `data`: `name` (dataset), `train_split`, `eval_split` (None: no evaluation),
-  `eval_batch_size`, `n_eval_batches` (None: one full pass), `builder_kwargs`, and optionally
-  `normalize` / `lm_format` / `data_dir` (see `declax.data.make_pipeline`).
-- `optimizer`: `name`, `weight_decay`, `clip_norm`, `grad_accum_steps`, `kwargs`.
-- `schedule`: `name`, `learning_rate`, `warmup_steps`, `decay_steps` (None: the run's optimizer
-  updates), `end_value`.
-- `train`: `steps`, `batch_size` (global), `eval_every`, `checkpoint_every`, `log_every`,
-  `keep_checkpoints`, `seed`, `loss`, `metrics`, `metric_names`.
-- `mesh`, `sharding_rules`: see `declax.sharding`.
+The config's sections, keys and defaults are those of `declax.training.default_config` (see
+there). `build_loop` and `train_and_evaluate` take any config and resolve it over them
+(`resolve_config`); the `build_*` parts read every key, so give them a config made from the
+base (as every config in `configs/` is) or a resolved one.
 
 ```python
 config = importlib.import_module('configs.digits_mlp').get_config()
@@ -22,7 +14,6 @@ loop = train_and_evaluate(config, '/tmp/digits')
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -33,11 +24,13 @@ import jax
 import ml_collections
 import optax
 
-from declax import registry
-from declax.training.config_schema import validate_config
+from declax import registry, sharding
+from declax.layers import with_mode
+from declax.training.config_schema import resolve_config, to_dict
 from declax.training.loop import Loop
 from declax.training.optimizers import make_optimizer, make_schedule
 from declax.training.tasks import EvalTask, TrainTask
+from declax.training.workdir import WorkdirError
 
 __all__ = ["build_eval_task", "build_loop", "build_model", "build_optimizer", "build_train_task",
            "flatten_config", "load_config", "local_batch_size", "restore_from_workdir",
@@ -46,17 +39,6 @@ __all__ = ["build_eval_task", "build_loop", "build_model", "build_optimizer", "b
 log = logging.getLogger(__name__)
 
 _DATA_OPTIONS = ("normalize", "lm_format", "data_dir", "in_memory")
-
-
-def to_dict(value: Any) -> Any:
-  """A ConfigDict (or plain value) as plain dicts, lists turned into tuples."""
-  if isinstance(value, ml_collections.ConfigDict):
-    value = value.to_dict()
-  if isinstance(value, Mapping):
-    return {k: to_dict(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(to_dict(v) for v in value)
-  return value
 
 
 def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -76,50 +58,28 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def build_model(config: ml_collections.ConfigDict, mode: str = "train") -> Any:
-  """`registry.get_model(config.model.name, **other model keys)`, in `mode` if it takes one."""
+  """`registry.get_model(config.model.name, **other model keys)`, in `mode` (`tl.with_mode`)."""
   kwargs = to_dict(config.model)
-  name = kwargs.pop("name")
-  try:
-    factory_params = inspect.signature(_model_factory(name)).parameters
-  except (TypeError, ValueError):
-    factory_params = {}
-  if "mode" in factory_params:
-    kwargs["mode"] = mode
-  return registry.get_model(name, **kwargs)
-
-
-def _model_factory(name: str) -> Any:
-  if name in registry._MODELS:  # noqa: SLF001 (same package)
-    return registry._MODELS[name]
-  import declax.models
-
-  return getattr(declax.models, name, None)
-
-
-def _optimizer_updates(config: ml_collections.ConfigDict) -> int:
-  accum = int(config.optimizer.get("grad_accum_steps", 1) or 1)
-  return max(int(config.train.steps) // accum, 1)
+  model = registry.get_model(kwargs.pop("name"), **kwargs)
+  return model if mode == "train" else with_mode(model, mode)
 
 
 def build_optimizer(config: ml_collections.ConfigDict
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer and its learning-rate schedule from `config.optimizer` / `config.schedule`."""
-  s = to_dict(config.schedule)
-  decay_steps = s.get("decay_steps") or _optimizer_updates(config)
-  warmup_steps = s.get("warmup_steps", 0) or 0
-  if s.get("name") in ("warmup_cosine", "warmup_linear") and warmup_steps >= decay_steps:
+  s, o = config.schedule, config.optimizer
+  decay_steps = s.decay_steps or max(config.train.steps // o.grad_accum_steps, 1)
+  warmup_steps = s.warmup_steps
+  if s.name in ("warmup_cosine", "warmup_linear") and warmup_steps >= decay_steps:
     # A short smoke run (`--config.train.steps=5`) of a config with a longer warmup.
     log.warning("schedule: warmup_steps=%d >= decay_steps=%d; warming up for %d steps instead",
                 warmup_steps, decay_steps, decay_steps // 2)
     warmup_steps = decay_steps // 2
-  schedule = make_schedule(s.get("name", "constant"), learning_rate=s["learning_rate"],
-                           warmup_steps=warmup_steps, decay_steps=decay_steps,
-                           end_value=s.get("end_value", 0.0))
-  o = to_dict(config.optimizer)
-  tx = make_optimizer(o["name"], schedule, weight_decay=o.get("weight_decay", 0.0) or 0.0,
-                      decay_all=o.get("decay_all", False), clip_norm=o.get("clip_norm"),
-                      grad_accum_steps=o.get("grad_accum_steps", 1) or 1,
-                      **dict(o.get("kwargs") or {}))
+  schedule = make_schedule(s.name, learning_rate=s.learning_rate, warmup_steps=warmup_steps,
+                           decay_steps=decay_steps, end_value=s.end_value)
+  tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay, decay_all=o.decay_all,
+                      clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
+                      **to_dict(o.kwargs))
   return tx, schedule
 
 
@@ -132,51 +92,45 @@ def local_batch_size(global_batch_size: int) -> int:
   """This process's share of a global batch (an error if it does not split evenly)."""
   n = jax.process_count()
   if global_batch_size % n:
-    raise ValueError(f"config.train.batch_size={global_batch_size} is not divisible by the "
-                     f"{n} processes")
+    raise sharding.ShardingError(f"config.train.batch_size={global_batch_size} is not divisible "
+                                 f"by the {n} processes")
   return global_batch_size // n
 
 
-def _data_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  data = to_dict(config.data)
-  kwargs = {k: data[k] for k in _DATA_OPTIONS if data.get(k) is not None}
-  kwargs.update(data.get("builder_kwargs") or {})
-  return kwargs
+def _pipeline(config: ml_collections.ConfigDict, split: str, batch_size: int, **kwargs: Any):
+  from declax.data import make_pipeline
+
+  data = config.data
+  options = {k: data[k] for k in _DATA_OPTIONS if data[k] is not None}
+  return make_pipeline(data.name, split, local_batch_size(batch_size), **options, **kwargs,
+                       **to_dict(data.builder_kwargs))
 
 
 def build_train_task(config: ml_collections.ConfigDict) -> TrainTask:
   """The training pipeline (shuffled, endless), loss and optimizer."""
-  from declax.data import make_pipeline
-
-  pipeline = make_pipeline(config.data.name, config.data.get("train_split", "train"),
-                           local_batch_size(config.train.batch_size), seed=config.train.seed,
-                           shuffle=True, **_data_kwargs(config))
+  pipeline = _pipeline(config, config.data.train_split, config.train.batch_size,
+                       seed=config.train.seed, shuffle=True)
   tx, schedule = build_optimizer(config)
-  loss = registry.get_layer(config.train.loss)
-  return TrainTask(pipeline, loss, tx, lr_schedule=schedule,
+  return TrainTask(pipeline, registry.get_layer(config.train.loss), tx, lr_schedule=schedule,
                    n_steps_per_checkpoint=config.train.checkpoint_every)
 
 
 def build_eval_task(config: ml_collections.ConfigDict) -> EvalTask | None:
   """Evaluation on `config.data.eval_split` from its start each time (None if no eval split)."""
-  from declax.data import make_pipeline
-
-  split = config.data.get("eval_split")
-  if not split:
+  data = config.data
+  if not data.eval_split:
     return None
-  batch_size = local_batch_size(config.data.get("eval_batch_size") or config.train.batch_size)
-  pipeline = make_pipeline(config.data.name, split, batch_size, shuffle=False,
-                           **_data_kwargs(config))
+  pipeline = _pipeline(config, data.eval_split, data.eval_batch_size or config.train.batch_size,
+                       shuffle=False)
   start = pipeline.get_state()
 
   def from_start():
     pipeline.set_state(start)
     return pipeline
 
-  n_batches = config.data.get("n_eval_batches") or pipeline.batches_per_epoch
   metrics = [registry.get_layer(name) for name in config.train.metrics]
-  names = config.train.get("metric_names") or None
-  return EvalTask(from_start, metrics, metric_names=names, n_eval_batches=n_batches)
+  return EvalTask(from_start, metrics, metric_names=config.train.metric_names,
+                  n_eval_batches=data.n_eval_batches or pipeline.batches_per_epoch)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,25 +142,17 @@ def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | N
                **loop_kwargs: Any) -> Loop:
   """The `Loop` a config describes, checkpointing into `workdir` (resuming if it holds one).
 
-  The config is checked first (`validate_config`: unknown, missing or unusable keys raise
-  `ConfigError`).
+  The config is checked first (`resolve_config`: unknown, missing or unusable keys raise
+  `ConfigError`); `loop_kwargs` override the `Loop` arguments it gives.
   """
-  validate_config(config)
-  train = config.train
-  eval_task = build_eval_task(config)
+  config = resolve_config(config)
+  train, eval_task = config.train, build_eval_task(config)
   options = dict(
-      eval_tasks=[eval_task] if eval_task is not None else [],
-      output_dir=workdir,
-      mesh=to_dict(config.get("mesh")) or None,
-      sharding_rules=to_dict(config.get("sharding_rules")) or None,
-      eval_every=train.get("eval_every"),
-      log_every=train.get("log_every", 100),
-      keep_checkpoints=train.get("keep_checkpoints", 3),
-      seed=train.seed,
-      hparams=flatten_config(config),
-  )
-  options.update(loop_kwargs)
-  return Loop(build_model(config), build_train_task(config), **options)
+      eval_tasks=[eval_task] if eval_task is not None else [], output_dir=workdir,
+      mesh=to_dict(config.mesh) or None, sharding_rules=to_dict(config.sharding_rules) or None,
+      eval_every=train.eval_every, log_every=train.log_every,
+      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config))
+  return Loop(build_model(config), build_train_task(config), **{**options, **loop_kwargs})
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
@@ -230,11 +176,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if config.get("experiment"):  # e.g. configs/translate_gettext.py
     module, _, function = config.experiment.partition(":")
     return getattr(importlib.import_module(module), function)(config, workdir, **loop_kwargs)
+  config = resolve_config(config)
   loop = build_loop(config, workdir, **loop_kwargs)  # locks the workdir before writing to it
   try:
     if workdir is not None:
       write_config(config, workdir)
-    remaining = int(config.train.steps) - loop.step
+    remaining = config.train.steps - loop.step
     if remaining > 0:
       loop.run(remaining)
   finally:
@@ -246,7 +193,7 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   """The resolved config a training run wrote to `workdir/config.json`."""
   path = os.path.join(os.fspath(workdir), "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} a declax training workdir?")
+    raise WorkdirError(f"{path} not found: is {workdir} a declax training workdir?")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -265,30 +212,24 @@ def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
   """
   import jax.numpy as jnp
 
-  from declax import sharding
   from declax.training.checkpoints import Checkpointer
-  from declax.training.state import make_init_fn
+  from declax.training.state import create_or_restore_state
 
-  config = load_config(workdir)
+  config = resolve_config(load_config(workdir))
   model = build_model(config, mode=mode)
-  tx, _ = build_optimizer(config)
   inputs = [jax.ShapeDtypeStruct((1, 1), jnp.int32)] * model.n_in  # params don't depend on it
-  init_fn = make_init_fn(model, tx, inputs)
-  mesh = sharding.mesh_from_config(to_dict(config.get("mesh")) or None)
-  rules = sharding.rules_from_config(to_dict(config.get("sharding_rules")) or None)
-  with sharding.mesh_context(mesh, rules):
-    abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-  target = sharding.abstract_with_shardings(
-      abstract, sharding.state_shardings(abstract, mesh, rules))
+  mesh = sharding.mesh_from_config(to_dict(config.mesh) or None)
+  rules = sharding.rules_from_config(to_dict(config.sharding_rules) or None)
   checkpointer = Checkpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
   try:
     step = checkpointer.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
-    state, _ = checkpointer.restore(step, target)
+      raise WorkdirError(f"no checkpoint in {checkpointer.directory}")
+    restored = create_or_restore_state(model, build_optimizer(config)[0], inputs, mesh, rules,
+                                       checkpointer=checkpointer, step=step)
   finally:
     checkpointer.close()
-  return model, state.variables, config, step
+  return model, restored.state.variables, config, step
 
 
 def sample_from_workdir(workdir: str | os.PathLike, prompt: str, max_length: int = 200,

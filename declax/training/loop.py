@@ -16,6 +16,7 @@ inside the mesh and the logical-axis rules. The sections below follow one run: s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -32,28 +33,55 @@ from jax.sharding import Mesh
 from declax import sharding
 from declax.layers.base import summary, with_mode
 from declax.training.checkpoints import Checkpointer, gather_json, local_position
+from declax.training.config_schema import ConfigError
+from declax.training.default_config import get_config
 from declax.training.metric_writers import (
-    ConsoleWriter,
-    MetricWriter,
-    MultiWriter,
-    create_default_writer,
+  ConsoleWriter,
+  MetricWriter,
+  MultiWriter,
+  create_default_writer,
 )
 from declax.training.prefetch import Prefetcher
 from declax.training.progress import Progress
 from declax.training.reporting import (
-    MetricsBuffer,
-    NonFiniteInputError,
-    NonFiniteLossError,
-    check_finite_batch,
+  MetricsBuffer,
+  NonFiniteInputError,
+  NonFiniteLossError,
+  check_finite_batch,
 )
-from declax.training.state import make_init_fn
+from declax.training.state import create_or_restore_state
 from declax.training.step import make_eval_step, make_train_step
 from declax.training.tasks import EvalTask, TrainTask
 from declax.training.workdir import check_writable, lock_workdir
 
-__all__ = ["Loop"]
+__all__ = ["Loop", "LoopOptions"]
 
 log = logging.getLogger(__name__)
+
+_DEFAULTS = get_config().train
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+  """The `Loop`'s rarely changed settings, passed to it by name (`Loop(..., prefetch=0)`).
+
+  - `async_checkpoints`: save in the background.
+  - `rng_streams`: the RNG names the model draws from in training.
+  - `handle_signals`: on SIGTERM, save a checkpoint at the current step and return from `run`
+    with `loop.preempted` set (multi-host runs use JAX's preemption sync point instead).
+  - `print_summary`: write the model summary and parameter count at construction.
+  - `prefetch`: read and place this many training batches ahead in a background thread
+    (0: read each batch in the training thread).
+  - `check_inputs`: stop with `NonFiniteInputError` on a training batch holding NaN or inf
+    (checked on the host, in the prefetch thread).
+  """
+
+  async_checkpoints: bool = True
+  rng_streams: Sequence[str] = ("dropout",)
+  handle_signals: bool = True
+  print_summary: bool = True
+  prefetch: int = 2
+  check_inputs: bool = True
 
 
 class Loop:
@@ -70,125 +98,100 @@ class Loop:
   - `sharding_rules`: overrides of the logical-axis rules (`declax.sharding`).
   - `eval_every`: evaluate every this many steps (default: the checkpoint interval, else 100)
     and at the end of every `run`; `log_every`: report training metrics every this many steps.
-  - `keep_checkpoints`: how many checkpoints to keep; `async_checkpoints`: save in the
-    background.
-  - `seed`: the initialisation and dropout PRNG seed; `rng_streams`: the RNG names the model
-    draws from in training.
+  - `keep_checkpoints`: how many checkpoints to keep (None: all).
+  - `seed`: the initialisation and dropout PRNG seed.
   - `writers`: a `MetricWriter` (default: console, plus JSON lines and TensorBoard in
     `output_dir`, on process 0 only); `hparams`: written once through the writers.
-  - `handle_signals`: on SIGTERM, save a checkpoint at the current step and return from `run`
-    with `loop.preempted` set (multi-host runs use JAX's preemption sync point instead).
-  - `print_summary`: write the model summary and parameter count at construction.
-  - `prefetch`: read and place this many training batches ahead in a background thread
-    (0: read each batch in the training thread).
-  - `check_inputs`: stop with `NonFiniteInputError` on a training batch holding NaN or inf
-    (checked on the host, in the prefetch thread).
+  - `**options`: the rarer settings of `LoopOptions` (`prefetch`, `handle_signals`, ...).
 
-  The `output_dir` is locked while the loop uses it (`declax.training.workdir`): a second run
-  on the same directory fails with `WorkdirLockedError` instead of corrupting checkpoints.
+  Defaults are those of the base config (`declax.training.default_config`). The `output_dir`
+  is locked while the loop uses it (`declax.training.workdir`): a second run on the same
+  directory fails with `WorkdirLockedError` instead of corrupting checkpoints.
   """
 
   def __init__(self, model: nn.Module, tasks: TrainTask | Sequence[TrainTask],
                eval_model: nn.Module | None = None,
                eval_tasks: Sequence[EvalTask] | None = None,
                output_dir: str | os.PathLike | None = None,
-               mesh: Mesh | Mapping[str, int] | None = None, *,
-               sharding_rules: Any = None, eval_every: int | None = None, log_every: int = 100,
-               keep_checkpoints: int | None = 3, async_checkpoints: bool = True, seed: int = 0,
-               rng_streams: Sequence[str] = ("dropout",), writers: MetricWriter | None = None,
-               hparams: Mapping[str, Any] | None = None, handle_signals: bool = True,
-               print_summary: bool = True, prefetch: int = 2, check_inputs: bool = True):
-    # ==== Tasks and models ======================================================================
+               mesh: Mesh | Mapping[str, int] | None = None, *, sharding_rules: Any = None,
+               eval_every: int | None = None, log_every: int = _DEFAULTS.log_every,
+               keep_checkpoints: int | None = _DEFAULTS.keep_checkpoints, seed: int = 0,
+               writers: MetricWriter | None = None, hparams: Mapping[str, Any] | None = None,
+               **options: Any):
     tasks = [tasks] if isinstance(tasks, TrainTask) else list(tasks)
     if len(tasks) != 1 or not isinstance(tasks[0], TrainTask):
-      raise ValueError(f"Loop takes exactly one TrainTask, got {tasks!r}")
-    self._task = tasks[0]
-    self._eval_tasks = list(eval_tasks or [])
+      raise ConfigError(f"Loop takes exactly one TrainTask, got {tasks!r}")
+    if log_every < 1:
+      raise ConfigError(f"log_every must be >= 1, got {log_every}")
+    self._task, self._eval_tasks, self._log_every = tasks[0], list(eval_tasks or []), log_every
+    self._options = o = LoopOptions(**options)
     self.model = model
     self.eval_model = eval_model if eval_model is not None else with_mode(model, "eval")
-    checkpoint_every = self._task.n_steps_per_checkpoint
-    self._eval_every = eval_every or checkpoint_every or 100
-    self._checkpoint_every = checkpoint_every
-    if log_every < 1:
-      raise ValueError(f"log_every must be >= 1, got {log_every}")
-    self._log_every = log_every
-    self._handle_signals = handle_signals
-    self._prefetch_depth = prefetch
-    self._check_inputs = check_inputs
+    self._checkpoint_every = self._task.n_steps_per_checkpoint
+    self._eval_every = eval_every or self._checkpoint_every or 100
     self._prefetcher: Prefetcher | None = None
-    self.preempted = False
-    self._stop_requested = False
-
-    # ==== Mesh, writers, checkpoints ============================================================
+    self.preempted = self._stop_requested = False
     self.mesh = mesh if isinstance(mesh, Mesh) else sharding.mesh_from_config(mesh)
     self.rules = sharding.rules_from_config(sharding_rules)
-    self.output_dir = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
-    self._workdir_lock = None
-    if self.output_dir is not None:  # before anything writes there (or cleans up temporaries)
-      if jax.process_index() == 0:
-        self._workdir_lock = lock_workdir(self.output_dir)
-        weakref.finalize(self, self._workdir_lock.release)  # also if __init__ fails below
-      else:
-        check_writable(self.output_dir)
+    self._open_output_dir(output_dir, keep_checkpoints, o.async_checkpoints)
     self._writer = writers if writers is not None else create_default_writer(self.output_dir)
-    self.checkpointer = None
-    if self.output_dir is not None:
-      self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"),
-                                       max_to_keep=keep_checkpoints,
-                                       async_save=async_checkpoints)
     self._metrics = MetricsBuffer()
     self.eval_history: list[tuple[int, dict[str, float]]] = []
-
-    # ==== Train state: fresh or restored ========================================================
-    sample = self._task.sample_batch
     n_proc = jax.process_count()
-    self._batch_specs = tuple(
-        jax.ShapeDtypeStruct((x.shape[0] * n_proc, *x.shape[1:]), x.dtype)
-        for x in map(np.asarray, sample))
+    self._batch_specs = tuple(jax.ShapeDtypeStruct((x.shape[0] * n_proc, *x.shape[1:]), x.dtype)
+                              for x in map(np.asarray, self._task.sample_batch))
     sharding.check_batch_size(self._batch_specs[0].shape[0], self.mesh)
-    model_inputs = self._batch_specs[: model.n_in]
-    init_fn = make_init_fn(model, self._task.optimizer, model_inputs)
-    rng = jax.random.PRNGKey(seed)
-    with sharding.mesh_context(self.mesh, self.rules):
-      abstract = jax.eval_shape(init_fn, rng)
-    self._state_shardings = sharding.state_shardings(abstract, self.mesh, self.rules)
-    latest = self.checkpointer.latest_step() if self.checkpointer else None
-    if latest is None:
-      self.state, self._state_shardings = sharding.create_sharded_state(
-          init_fn, rng, self.mesh, self.rules)
-    else:
-      target = sharding.abstract_with_shardings(abstract, self._state_shardings)
-      self.state, data_state = self.checkpointer.restore(latest, target)
-      try:
-        self._task.set_data_state(local_position(data_state.get("train")))
-      except (ValueError, TypeError, KeyError) as error:
-        raise ValueError(
-            f"cannot resume the training data at checkpoint step {latest} "
-            f"({self.checkpointer.directory}): {str(error).rstrip('.')}. The data settings "
-            "(dataset, batch size, seed, number of processes) must be those of the run that "
-            "saved it."
-        ) from error
-      log.info("Resumed from %s at step %d", self.checkpointer.directory, latest)
-    self._step = int(jax.device_get(self.state.step))
-
-    # ==== Compiled steps ========================================================================
-    batch_sh = sharding.batch_sharding(self.mesh)
-    replicated = sharding.replicated(self.mesh)
-    self._train_step = jax.jit(
-        make_train_step(model, self._task.loss_layer, self._task.optimizer,
-                        lr_schedule=self._task.lr_schedule, rng_streams=tuple(rng_streams)),
-        in_shardings=(self._state_shardings, batch_sh),
-        out_shardings=(self._state_shardings, replicated), donate_argnums=0)
-    self._eval_steps = [
-        jax.jit(make_eval_step(self.eval_model, t.metrics, t.metric_names),
-                in_shardings=(self._state_shardings, batch_sh), out_shardings=replicated)
-        for t in self._eval_tasks]
-
-    # ==== Start-of-run output ===================================================================
+    start = create_or_restore_state(model, self._task.optimizer,
+                                    self._batch_specs[: model.n_in], self.mesh, self.rules,
+                                    seed=seed, checkpointer=self.checkpointer)
+    self.state, self._step = start.state, int(jax.device_get(start.state.step))
+    if start.step is not None:
+      self._resume_data(start.step, start.data_state)
+    self._compile_steps(start.shardings, o.rng_streams)
     if hparams:
       self._writer.write_hparams(dict(hparams))
-    if print_summary:
-      self._write_summary(model_inputs, resumed_from=latest)
+    if o.print_summary:
+      self._write_summary(self._batch_specs[: model.n_in], resumed_from=start.step)
+
+  def _open_output_dir(self, output_dir: str | os.PathLike | None,
+                       keep_checkpoints: int | None, async_checkpoints: bool) -> None:
+    """Locks the output directory (before anything writes there) and opens its checkpoints."""
+    self.output_dir = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
+    self._workdir_lock = self.checkpointer = None
+    if self.output_dir is None:
+      return
+    if jax.process_index() == 0:
+      self._workdir_lock = lock_workdir(self.output_dir)
+      weakref.finalize(self, self._workdir_lock.release)  # also if __init__ fails later
+    else:
+      check_writable(self.output_dir)
+    self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"),
+                                     max_to_keep=keep_checkpoints, async_save=async_checkpoints)
+
+  def _resume_data(self, step: int, data_state: dict) -> None:
+    try:
+      self._task.set_data_state(local_position(data_state.get("train")))
+    except (ValueError, TypeError, KeyError) as error:
+      raise ConfigError(
+          f"cannot resume the training data at checkpoint step {step} "
+          f"({self.checkpointer.directory}): {str(error).rstrip('.')}. The data settings "
+          "(dataset, batch size, seed, number of processes) must be those of the run that "
+          "saved it."
+      ) from error
+    log.info("Resumed from %s at step %d", self.checkpointer.directory, step)
+
+  def _compile_steps(self, state_shardings: Any, rng_streams: Sequence[str]) -> None:
+    """One `jax.jit` per step: sharded in and out, the train step donating the state."""
+    batch_sh, replicated = sharding.batch_sharding(self.mesh), sharding.replicated(self.mesh)
+    self._train_step = jax.jit(
+        make_train_step(self.model, self._task.loss_layer, self._task.optimizer,
+                        lr_schedule=self._task.lr_schedule, rng_streams=tuple(rng_streams)),
+        in_shardings=(state_shardings, batch_sh),
+        out_shardings=(state_shardings, replicated), donate_argnums=0)
+    self._eval_steps = [
+        jax.jit(make_eval_step(self.eval_model, t.metrics, t.metric_names),
+                in_shardings=(state_shardings, batch_sh), out_shardings=replicated)
+        for t in self._eval_tasks]
 
   # ---- Public state --------------------------------------------------------------------------
 
@@ -269,14 +272,14 @@ class Loop:
 
   def _next_batch(self, step: int) -> tuple:
     try:
-      if self._prefetch_depth <= 0:
+      if self._options.prefetch <= 0:
         return self._place_batch(self._task.next_batch())
       if self._prefetcher is None:
         self._prefetcher = Prefetcher(self._task.next_batch, self._place_batch,
-                                      self._task.data_state, depth=self._prefetch_depth)
+                                      self._task.data_state, depth=self._options.prefetch)
       return next(self._prefetcher)
     except StopIteration:
-      raise ValueError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
+      raise ConfigError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
                        "training data must be an endless iterator (num_epochs=None)") from None
     except NonFiniteInputError as error:
       latest = directory = None
@@ -288,7 +291,7 @@ class Loop:
 
   def _place_batch(self, batch: Any) -> tuple:
     """Checks a host batch (`check_inputs`) and places it on the mesh."""
-    if self._check_inputs:
+    if self._options.check_inputs:
       check_finite_batch(batch)
     return sharding.shard_batch(batch, self.mesh)
 
@@ -363,7 +366,7 @@ class Loop:
         outputs = [eval_step(self.state, sharding.shard_batch(b, self.mesh))
                    for b in task.batches()]
         if not outputs:
-          raise ValueError("EvalTask produced no batches")
+          raise ConfigError("EvalTask produced no batches")
         fetched = jax.device_get(outputs)
         merged = fetched[0]
         for other in fetched[1:]:
@@ -413,7 +416,7 @@ class Loop:
   @contextlib.contextmanager
   def _signals(self) -> Iterator[None]:
     """SIGTERM asks the loop to save and stop at the next step (main thread, one process)."""
-    if (not self._handle_signals or jax.process_count() > 1
+    if (not self._options.handle_signals or jax.process_count() > 1
         or threading.current_thread() is not threading.main_thread()):
       yield
       return

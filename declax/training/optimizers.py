@@ -12,7 +12,6 @@ step sits in the optimizer state, where `current_learning_rate` finds it for log
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -20,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from declax import registry
+from declax.training.config_schema import ConfigError
 
 __all__ = ["SCHEDULES", "current_learning_rate", "decay_mask", "make_optimizer", "make_schedule"]
 
@@ -56,7 +56,7 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3, warmup
     return optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
   if name == "warmup_rsqrt":
     if warmup_steps < 1:
-      raise ValueError("schedule 'warmup_rsqrt' needs warmup_steps >= 1")
+      raise ConfigError("schedule 'warmup_rsqrt' needs warmup_steps >= 1")
 
     def rsqrt(count):
       count = jnp.asarray(count, jnp.float32)
@@ -67,7 +67,7 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3, warmup
     return rsqrt
   if name in ("warmup_cosine", "warmup_linear"):
     if decay_steps is None or decay_steps <= warmup_steps:
-      raise ValueError(f"schedule {name!r} needs decay_steps > warmup_steps, got decay_steps="
+      raise ConfigError(f"schedule {name!r} needs decay_steps > warmup_steps, got decay_steps="
                        f"{decay_steps}, warmup_steps={warmup_steps}")
     if name == "warmup_cosine":
       return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, decay_steps,
@@ -76,7 +76,7 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3, warmup
         [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
          optax.linear_schedule(learning_rate, end_value, decay_steps - warmup_steps)],
         [warmup_steps])
-  raise ValueError(f"Unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
+  raise ConfigError(f"Unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,27 +121,18 @@ def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1
       kwargs[wd_arg] = 0.0
   elif weight_decay:
     decay_before.append(optax.add_decayed_weights(weight_decay, mask))
-  tx = _inject_learning_rate(factory, learning_rate, kwargs)
+  registry.OPTIMIZERS.check_arguments(name, {**kwargs, "learning_rate": learning_rate})
+  # Only the learning rate goes into the optimizer state (see `current_learning_rate`).
+  static = [p for p in inspect.signature(factory).parameters if p != "learning_rate"]
+  tx = optax.inject_hyperparams(factory, static_args=static)(learning_rate=learning_rate,
+                                                              **kwargs)
   chain = ([optax.clip_by_global_norm(clip_norm)] if clip_norm else []) + decay_before + [tx]
   tx = chain[0] if len(chain) == 1 else optax.chain(*chain)
   if grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=int(grad_accum_steps)).gradient_transformation()
   elif grad_accum_steps < 1:
-    raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    raise ConfigError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
   return tx
-
-
-def _inject_learning_rate(factory: Callable[..., optax.GradientTransformation],
-                          learning_rate: Any, kwargs: dict) -> optax.GradientTransformation:
-  """`factory(learning_rate=..., **kwargs)` with only the learning rate kept in the state."""
-  parameters = inspect.signature(factory).parameters
-  unknown = sorted(set(kwargs) - set(parameters))
-  if unknown:
-    raise TypeError(f"{getattr(factory, '__name__', factory)} got unknown arguments {unknown}; "
-                    f"it takes {sorted(p for p in parameters if p != 'learning_rate')}")
-  static = [p for p in parameters if p != "learning_rate"]
-  return optax.inject_hyperparams(factory, static_args=static)(learning_rate=learning_rate,
-                                                                **kwargs)
 
 
 def current_learning_rate(opt_state: Any) -> jax.Array | None:

@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
 
+from declax.errors import DeclaxError
 from declax.training.step import WeightedAverage
 
 __all__ = ["MetricsBuffer", "NonFiniteInputError", "NonFiniteLossError", "check_finite_batch"]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(DeclaxError, FloatingPointError):
   """The training loss became NaN or infinite; `step` is the first step where it did.
 
   Nothing from that step on was saved: `last_checkpoint` (or None) is the newest good one.

@@ -4,12 +4,14 @@
 one tree. `make_init_fn` builds the function that creates it from a PRNG key, with the
 parameters' logical axis names (Linen's `Partitioned` boxes) copied onto the optimizer state
 that mirrors them, so Adam's moments are sharded like the parameters they belong to.
+`create_or_restore_state` is the one place a run's state comes from: created already sharded,
+or restored from a checkpoint onto the same shardings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -18,10 +20,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from declax import sharding
 from declax.layers.base import pack
 
-__all__ = ["TrainState", "make_init_fn", "box_like_params", "key_name", "path_name",
-           "tree_signature"]
+__all__ = ["StartState", "TrainState", "box_like_params", "create_or_restore_state", "key_name",
+           "make_init_fn", "path_name", "tree_signature"]
 
 
 @struct.dataclass
@@ -122,3 +125,45 @@ def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation,
                       model_state=variables, rng=train_rng)
 
   return init
+
+
+class StartState(NamedTuple):
+  """What `create_or_restore_state` returns: the placed `state`, its `shardings` (to jit the
+  steps with), and the checkpoint `step` and `data_state` it came from (None when fresh)."""
+
+  state: TrainState
+  shardings: Any
+  step: int | None
+  data_state: dict | None
+
+
+def create_or_restore_state(model: nn.Module, optimizer: optax.GradientTransformation,
+                            model_inputs: Sequence[jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh,
+                            rules: Sequence[tuple], *, seed: int = 0, checkpointer: Any = None,
+                            step: int | None = None) -> StartState:
+  """The train state on `mesh`: restored from `checkpointer` (at `step`, default its newest), or
+  created fresh when it holds none.
+
+  One `eval_shape` gives the state's structure and, with `rules`, its shardings; a fresh state
+  is created by `jit(init, out_shardings=...)` (never whole on one device), a restored one is
+  read by Orbax straight onto the same shardings (big_vision's pattern).
+
+  ```python
+  start = create_or_restore_state(model, optax.adam(1e-3), [jax.ShapeDtypeStruct((8, 4),
+                                  jnp.float32)], mesh, sharding.rules_from_config())
+  start.state.params
+  ```
+  """
+  init_fn = make_init_fn(model, optimizer, model_inputs)
+  rng = jax.random.PRNGKey(seed)
+  with sharding.mesh_context(mesh, rules):
+    abstract = jax.eval_shape(init_fn, rng)
+    shardings = sharding.state_shardings(abstract, mesh, rules)
+    if step is None and checkpointer is not None:
+      step = checkpointer.latest_step()
+    if step is None:
+      state = jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)(rng)
+      return StartState(state, shardings, None, None)
+  target = sharding.abstract_with_shardings(abstract, shardings)
+  state, data_state = checkpointer.restore(step, target)
+  return StartState(state, shardings, step, data_state)

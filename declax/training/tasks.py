@@ -8,6 +8,8 @@ from typing import Any
 
 import optax
 
+from declax.training.config_schema import ConfigError
+
 __all__ = ["EvalTask", "TrainTask"]
 
 
@@ -79,7 +81,7 @@ class TrainTask:
       raise TypeError(f"TrainTask: optimizer must be an optax.GradientTransformation, got "
                       f"{type(optimizer).__name__}")
     if n_steps_per_checkpoint is not None and n_steps_per_checkpoint < 1:
-      raise ValueError(f"n_steps_per_checkpoint must be >= 1 or None, got "
+      raise ConfigError(f"n_steps_per_checkpoint must be >= 1 or None, got "
                        f"{n_steps_per_checkpoint}")
     self._batches = _Batches(labeled_data)
     self.labeled_data = labeled_data
@@ -136,15 +138,15 @@ class EvalTask:
                sample_batch: Sequence | None = None, export_prefix: str = "eval"):
     metrics = list(metrics)
     if not metrics:
-      raise ValueError("EvalTask needs at least one metric layer")
+      raise ConfigError("EvalTask needs at least one metric layer")
     names = list(metric_names) if metric_names is not None else [m.label for m in metrics]
     if len(names) != len(metrics):
-      raise ValueError(f"EvalTask: {len(metrics)} metrics but {len(names)} metric_names")
+      raise ConfigError(f"EvalTask: {len(metrics)} metrics but {len(names)} metric_names")
     if len(set(names)) != len(names):
-      raise ValueError(f"EvalTask: metric names must be unique, got {names} (pass "
+      raise ConfigError(f"EvalTask: metric names must be unique, got {names} (pass "
                        "metric_names=...)")
     if n_eval_batches is not None and n_eval_batches < 1:
-      raise ValueError(f"n_eval_batches must be >= 1 or None, got {n_eval_batches}")
+      raise ConfigError(f"n_eval_batches must be >= 1 or None, got {n_eval_batches}")
     self.metrics = metrics
     self.metric_names = names
     self.n_eval_batches = n_eval_batches
@@ -171,6 +173,6 @@ class EvalTask:
         yield next(source)
       except StopIteration:
         if self.n_eval_batches is not None and self._factory is None:
-          raise ValueError("EvalTask: labeled_data ran out of batches; pass an endless "
+          raise ConfigError("EvalTask: labeled_data ran out of batches; pass an endless "
                            "iterator or a callable that returns a fresh one") from None
         return

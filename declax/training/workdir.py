@@ -25,6 +25,8 @@ import tempfile
 import threading
 import time
 
+from declax.errors import DeclaxError
+
 __all__ = ["LOCK_NAME", "WorkdirError", "WorkdirLock", "WorkdirLockedError", "check_writable",
            "lock_workdir"]
 
@@ -33,12 +35,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".declax.lock"
 
 
-class WorkdirError(OSError):
+class WorkdirError(DeclaxError, OSError):
   """The output directory cannot be created or written (permissions, a file in the way, a
   read-only or full file system). Nothing was written."""
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(DeclaxError, RuntimeError):
   """Another live process holds the output directory's lock (`owner`: what it wrote)."""
 
   def __init__(self, directory: str, owner: dict):

@@ -57,16 +57,16 @@ CATALOGUE: dict[str, str] = {
     "C3": "config.train.eval_evry is not a known key; did you mean config.train.eval_every?",
     "C4": "config.train.steps is missing (required)",
     "C5": "config.train.batch_size must be an integer >= 1, got 0",
-    "C6": "Unknown model 'Transformerlm'. Did you mean 'TransformerLM'? Known models:",
-    "C7": "model 'MLP' does not take argument(s) ['layer_width'] (did you mean 'layer_width' -> "
-          "'layer_widths'?); it takes: layer_widths, n_classes",
-    "C8": "Unknown optimizer 'adamx'. Did you mean 'adam'? Known optimizers: adafactor, adam, "
-          "adamw, lion, momentum, sgd",
-    "C9": "adamw got unknown arguments ['beta2']",
+    "C6": "Unknown model 'Transformerlm'; did you mean 'TransformerLM'? (known models:",
+    "C7": "model 'MLP' does not take argument(s) ['layer_width']; did you mean 'layer_widths'? "
+          "(it takes: layer_widths, n_classes",
+    "C8": "Unknown optimizer 'adamx'; did you mean 'adam'? (known optimizers: adafactor, adam, "
+          "adamw, lion, momentum, sgd)",
+    "C9": "optimizer 'adamw' does not take argument(s) ['beta2']; did you mean 'b2'?",
     "C10": "Unknown schedule 'cosine'; known schedules:",
-    "C11": "Unknown layer 'CrossEntropy'. Did you mean 'CrossEntropyLoss'?",
-    "C12": "declax-train: error: RegistryError: Unknown model 'MLPP'. Did you mean 'MLP'?",
-    "C13": "config.optimizer is missing (config.optimiser looks misspelt)",
+    "C11": "Unknown layer 'CrossEntropy'; did you mean 'CrossEntropyLoss'?",
+    "C12": "declax-train: error: RegistryError: Unknown model 'MLPP'; did you mean 'MLP'?",
+    "C13": "config.optimiser is not a known section; did you mean config.optimizer?",
   # ---- Meshes and batches ---------------------------------------------------------------------
     "S1": "config.mesh {'data': 2}: data*fsdp*tensor = 2, but 1 devices are available (set one "
           "axis to -1 to use the rest)",
@@ -76,7 +76,8 @@ CATALOGUE: dict[str, str] = {
     "S5": "config.sharding_rules['embed']: unknown mesh axis ['model']; the mesh axes are",
     "S6": "config.train.batch_size=9 is not divisible by the 2 processes",
   # ---- Data -----------------------------------------------------------------------------------
-    "D1": "Unknown dataset 'declax_digitz'. Registered declax datasets:",
+    "D1": "Unknown dataset 'declax_digitz'; did you mean 'declax_digits'? Registered declax "
+          "datasets:",
     "D2": "Dataset 'mnist' is unavailable",
     "D3": "dataset 'declax_digits' has no split 'validation'",
     "D4": "cannot resume the training data at checkpoint step 2",

@@ -61,10 +61,10 @@ def test_eval_covers_the_whole_split_by_default():
 def test_config_errors():
   config = _config()
   config.model.name = "MPL"
-  with pytest.raises(RegistryError, match="Did you mean 'MLP'"):
+  with pytest.raises(RegistryError, match="did you mean 'MLP'"):
     from_config.build_model(config)
   config = _config(loss="CrossEntropyLos")
-  with pytest.raises(RegistryError, match="Did you mean 'CrossEntropyLoss'"):
+  with pytest.raises(RegistryError, match="did you mean 'CrossEntropyLoss'"):
     from_config.build_train_task(config)
   config = _config()
   config.optimizer.name = "adamm"
@@ -74,3 +74,44 @@ def test_config_errors():
   config.schedule.name = "cosine_warmup"
   with pytest.raises(ValueError, match="Unknown schedule"):
     from_config.build_optimizer(config)
+
+
+def test_base_config_fills_what_a_config_leaves_out():
+  from declax.training import default_config
+  from declax.training.config_schema import SECTIONS, resolve_config
+
+  config = ml_collections.ConfigDict(dict(
+      model=dict(name="MLP"), data=dict(name="declax_digits"), optimizer=dict(name="sgd"),
+      schedule=dict(learning_rate=0.1), train=dict(steps=3, batch_size=8, seed=1, loss="L2Loss")))
+  resolved = resolve_config(config)
+  base = default_config.get_config()
+  assert resolved.train.log_every == base.train.log_every == 100
+  assert resolved.data.train_split == "train" and resolved.data.eval_split is None
+  assert resolved.mesh.to_dict() == base.mesh.to_dict()
+  # The schema is the base config's keys: nothing is listed twice.
+  assert SECTIONS["train"] == tuple(base.train.keys())
+  # Open sections replace the base's whole: a missing mesh axis is 1, not the base's -1.
+  config.mesh = dict(fsdp=1)
+  assert resolve_config(config).mesh.to_dict() == {"fsdp": 1}
+
+
+def _modes(layer, seen=None):
+  import dataclasses
+
+  import flax.linen as nn
+
+  found = {layer.mode} if isinstance(getattr(layer, "mode", None), str) else set()
+  for field in dataclasses.fields(layer):
+    value = getattr(layer, field.name, None) if field.name not in ("parent", "name") else None
+    for child in value if isinstance(value, (tuple, list)) else [value]:
+      if isinstance(child, nn.Module):
+        found |= _modes(child)
+  return found
+
+
+def test_build_model_sets_the_mode_on_the_whole_tree():
+  config = _config()
+  config.model = dict(name="TransformerLM", vocab_size=16, d_model=8, d_ff=8, n_layers=1,
+                      n_heads=1, max_len=8)
+  assert _modes(from_config.build_model(config)) == {"train"}
+  assert _modes(from_config.build_model(config, mode="predict")) == {"predict"}

@@ -65,3 +65,25 @@ def test_init_is_deterministic_and_params_do_not_depend_on_mode():
 def test_tree_signature_and_path_names():
   tree = {"a": [jnp.zeros((2,), jnp.int32)], "b": nn.Partitioned(jnp.ones((1, 3)), ("x", "y"))}
   assert tree_signature(tree) == {"a/0": ((2,), "int32"), "b": ((1, 3), "float32")}
+
+
+def test_create_or_restore_state_creates_then_restores_on_the_same_shardings(tmp_path):
+  from declax import sharding
+  from declax.training.checkpoints import Checkpointer
+  from declax.training.state import create_or_restore_state
+
+  mesh, rules = sharding.mesh_from_config(), sharding.rules_from_config()
+  model, tx = tiny_classifier(), optax.adam(1e-3)
+  checkpointer = Checkpointer(str(tmp_path), async_save=False)
+  fresh = create_or_restore_state(model, tx, INPUTS, mesh, rules, seed=3,
+                                  checkpointer=checkpointer)
+  assert fresh.step is None and fresh.data_state is None
+  assert jax.tree.structure(fresh.state) == jax.tree.structure(fresh.shardings)
+  checkpointer.save(7, fresh.state, force=True)
+  checkpointer.wait_until_finished()
+  restored = create_or_restore_state(model, tx, INPUTS, mesh, rules, checkpointer=checkpointer)
+  checkpointer.close()
+  assert restored.step == 7
+  for a, b in zip(jax.tree.leaves(fresh.state), jax.tree.leaves(restored.state), strict=True):
+    np.testing.assert_array_equal(a, b)
+    assert a.sharding == b.sharding
