@@ -12,17 +12,18 @@ The run is driven by `declax.translation_driver.train_translation` (`config.expe
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from declax.training import default_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = default_config.get_config()  # every key and its default
   config.experiment = "declax.translation_driver:train_translation"
 
   # input_vocab_size None: the SentencePiece vocabulary's size (shared by both languages).
-  config.model = dict(name="Transformer", input_vocab_size=placeholder(int), d_model=256, d_ff=1024,
-                      n_encoder_layers=3, n_decoder_layers=3, n_heads=4, max_len=256,
+  config.model = dict(name="Transformer", input_vocab_size=placeholder(int), d_model=256,
+                      d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, n_heads=4, max_len=256,
                       dropout=0.1)
-
-  config.data = dict(name="declax_gettext_translations/de")  # read by translate.dataset below
+  config.data.update(name="declax_gettext_translations/de")  # what translate.dataset reads
 
   config.translate = dict(
       dataset="declax_gettext_translations/de",
@@ -38,20 +39,13 @@ def get_config() -> ml_collections.ConfigDict:
       n_samples=5,                     # test translations printed at the end
   )
 
-  config.optimizer = dict(name="adam", weight_decay=0.0, clip_norm=1.0, grad_accum_steps=1,
-                          kwargs=dict(b1=0.9, b2=0.98))
-  config.schedule = dict(name="warmup_rsqrt", learning_rate=1e-3, warmup_steps=400)
-
-  config.train = dict(
+  config.optimizer.update(name="adam", clip_norm=1.0, kwargs=dict(b1=0.9, b2=0.98))
+  config.schedule.update(name="warmup_rsqrt", learning_rate=1e-3, warmup_steps=400)
+  config.train.update(
       steps=3000, batch_size=512,      # batch_size: rows of the shortest bucket (informational)
       eval_every=500, checkpoint_every=500, log_every=50, keep_checkpoints=2, seed=0,
       loss="WeightedCategoryCrossEntropy",
       metrics=("WeightedCategoryCrossEntropy", "WeightedCategoryAccuracy"),
-      metric_names=("loss", "accuracy"),
-  )
-
+      metric_names=("loss", "accuracy"))
   config.sample = dict(prompt="File not found", max_length=40)  # translated at the end
-
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)
-  config.sharding_rules = {}
   return config

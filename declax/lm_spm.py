@@ -92,9 +92,11 @@ def train_spm_lm(config: ml_collections.ConfigDict, workdir: str | os.PathLike |
   """Trains `config.model` (a `TransformerLM`) on SentencePiece windows; returns the `Loop`."""
   from declax import registry
   from declax.training import EvalTask, Loop, TrainTask
+  from declax.training.config_schema import resolve_config
   from declax.training.from_config import build_model, build_optimizer, to_dict, write_config
   from declax.training.metric_writers import create_default_writer
 
+  config = resolve_config(config)  # the base config's defaults under this one's keys
   s = config.spm
   workdir = None if workdir is None else os.fspath(workdir)
   texts = split_texts()

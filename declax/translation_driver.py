@@ -81,11 +81,13 @@ def train_translation(config: ml_collections.ConfigDict, workdir: str | os.PathL
   """
   from declax import registry
   from declax.training import EvalTask, Loop, TrainTask
+  from declax.training.config_schema import resolve_config
   from declax.training.from_config import build_model, build_optimizer, to_dict, write_config
   from declax.training.metric_writers import create_default_writer
 
   start = time.time()
   workdir = None if workdir is None else os.fspath(workdir)
+  config = resolve_config(config)  # the base config's defaults under this one's keys
   t = config.translate
   tokenizer = load_or_train_vocabulary(t, workdir)
   with config.unlocked():
