@@ -3,7 +3,6 @@ vocabulary that does not match the checkpoint, and a request beyond the model's 
 
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -11,7 +10,8 @@ import declax
 from declax import registry
 from declax.data import tokenizers
 from declax.decoding import ContextLengthError
-from declax.training import Loop, TrainTask
+from declax.training import Loop, TrainTask, default_config
+from declax.training.config_schema import resolve_config
 from declax.training.from_config import (
     build_model,
     build_optimizer,
@@ -25,13 +25,14 @@ from declax.workdir_decoding import VocabularyMismatchError
 def workdir(tmp_path_factory):
   """A byte-level TransformerLM trained for one step (no tokenizer file: bytes)."""
   path = str(tmp_path_factory.mktemp("run"))
-  config = ml_collections.ConfigDict(dict(
-      model=dict(name="TransformerLM", vocab_size=256, d_model=16, d_ff=32, n_layers=1,
-                 n_heads=2, max_len=32, dropout=0.0),
-      data=dict(name="none"), optimizer=dict(name="adam"),
-      schedule=dict(name="constant", learning_rate=1e-3),
-      train=dict(steps=1, batch_size=2, seed=0, loss="WeightedCategoryCrossEntropy"),
-      mesh=dict(data=-1), sharding_rules={}))
+  config = default_config.get_config()
+  config.model = dict(name="TransformerLM", vocab_size=256, d_model=16, d_ff=32, n_layers=1,
+                      n_heads=2, max_len=32, dropout=0.0)
+  config.data.name = "declax_pysrc"
+  config.optimizer.name = "adam"
+  config.schedule.learning_rate = 1e-3
+  config.train.update(steps=1, batch_size=2, seed=0, loss="WeightedCategoryCrossEntropy")
+  config = resolve_config(config)
   tx, _ = build_optimizer(config)
   x = np.frombuffer(b"def f(x):\n  return x\n" * 2, np.uint8).astype(np.int32)[:32]
   batch = (np.stack([x, x]), np.stack([x, x]), np.ones((2, 32), np.float32))
