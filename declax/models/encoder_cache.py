@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 import declax.layers as tl
+from declax.layers.combinators import positional_layers
 
 __all__ = ["EncoderDecoder", "EncoderDecoderAttention"]
 
@@ -83,6 +84,7 @@ class EncoderDecoderAttention(tl.AttentionQKV):
     return k, v
 
 
+@positional_layers()
 class EncoderDecoder(tl.Serial):
   """The encoder-decoder `Serial`, whose first `n_encoder_layers` sublayers (the encoder) run
   only once per input in `'predict'` mode (Trax's `tl.Cache(encoder)`).

@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import declax.layers as tl
+from tests.layers.jit_variants import LayerVariantsTest
 
 KEY = jax.random.PRNGKey(0)
 
@@ -83,8 +84,10 @@ def test_conv_wrong_rank_is_layer_error():
     tl.Conv(4, (3, 3)).init(KEY, jnp.ones((5, 5, 3)))
   message = str(info.value)
   assert "rank 4 (batch, height, width, channels)" in message and "f32[5,5,3]" in message
-  with pytest.raises(tl.LayerError, match=r"rank 3 \(batch, length, channels\).*f32\[2,4,4,3\]"):
-    tl.Conv(4, (3,)).init(KEY, jnp.ones((2, 4, 4, 3)))
+  with pytest.raises(tl.LayerError, match=r"rank 3 \(batch, length, channels\).*f32\[4,3\]"):
+    tl.Conv(4, (3,)).init(KEY, jnp.ones((4, 3)))
+  # Extra leading axes are folded into the batch, as in Trax: (2, 4) batches of length 4.
+  assert tl.Conv(4, (3,)).init_with_output(KEY, jnp.ones((2, 4, 4, 3)))[0].shape == (2, 4, 2, 4)
 
 
 def test_conv_construction_errors_and_printing():
@@ -128,7 +131,22 @@ def test_pool_defaults_follow_trax():
 
 def test_pool_errors():
   with pytest.raises(tl.LayerError,
-                     match=r"MaxPool: ValueError: expects inputs of rank 4.*f32\[4,4\]"):
+                     match=r"MaxPool: ValueError: \[Chex\] Assertion assert_rank.*"
+                     r"\[expects inputs of rank 4.*f32\[4,4\]\]"):
     tl.MaxPool().apply({}, jnp.ones((4, 4)))
   with pytest.raises(TypeError, match="pool_size"):
     tl.AvgPool(pool_size=2)
+
+
+class ConvolutionVariantsTest(LayerVariantsTest):
+  """Convolution and pooling layers give the same results with and without jit."""
+
+  __test__ = True
+  _x = jax.random.normal(jax.random.PRNGKey(3), (1, 4, 4, 3))
+  CASES = (
+      (tl.Conv(5, (3, 3), padding="SAME"), _x, None),
+      (tl.MaxPool(strides=(2, 2)), _x, lambda x: x.reshape(1, 2, 2, 2, 2, 3).max((2, 4))),
+      (tl.AvgPool(strides=(2, 2)), _x, lambda x: x.reshape(1, 2, 2, 2, 2, 3).mean((2, 4))),
+  )
+  BAD = ((tl.Conv(5, (3, 3)), _x, jnp.ones((4, 4, 3))), (tl.Conv(5, (3, 3)), _x, _x[..., :2]),
+         (tl.MaxPool(), _x, jnp.ones((4, 4))))
