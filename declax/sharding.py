@@ -58,19 +58,30 @@ class ShardingError(DeclaxError, ValueError):
 # ------------------------------------------------------------------------------------------------
 
 
-def mesh_from_config(mesh: Mapping[str, int] | None = None,
+def mesh_from_config(mesh: Mapping[str, Any] | None = None,
                      devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds a `Mesh('data', 'fsdp', 'tensor')` from `config.mesh` (Auto axes, for Linen).
+
+  Device order follows the physical topology (`mesh_utils.create_device_mesh`, through
+  `jax.make_mesh`), so neighbouring mesh positions are neighbouring chips. For a multi-slice TPU
+  pod (or a multi-node GPU cluster), `dcn` says how many slices (nodes) each axis spans: the
+  axis sizes are the whole mesh, each slice holds `size / dcn` of it over its fast ICI links, and
+  the devices are laid out by `mesh_utils.create_hybrid_device_mesh` (slices from the devices'
+  `slice_index`, or processes when devices have none, as on GPU clusters).
 
   ```python
   mesh_from_config({'data': -1})                 # all devices on data
   mesh_from_config({'fsdp': 4, 'tensor': 2})     # data is 1 (missing axes default to 1)
+  # two v5e-256 slices: data across the slices (DCN), fsdp within each slice (ICI)
+  # mesh_from_config({'data': 2, 'fsdp': 256, 'dcn': {'data': 2}})
   ```
   """
   sizes = dict(mesh if mesh is not None else DEFAULT_MESH)
+  dcn = dict(sizes.pop("dcn", None) or {})
   unknown = sorted(set(sizes) - set(MESH_AXES))
   if unknown:
-    raise ShardingError(f"config.mesh: unknown axis {unknown}; the mesh axes are {MESH_AXES}")
+    raise ShardingError(f"config.mesh: unknown axis {unknown}; the mesh axes are {MESH_AXES} "
+                        "(and 'dcn' for multi-slice meshes)")
   devices = list(jax.devices() if devices is None else devices)
   full = {axis: int(sizes.get(axis, 1)) for axis in MESH_AXES}
   free = [axis for axis, size in full.items() if size == -1]
@@ -90,8 +101,39 @@ def mesh_from_config(mesh: Mapping[str, int] | None = None,
                         f"but {len(devices)} devices are available (set one axis to -1 to use "
                         "the rest)")
   shape = tuple(full[axis] for axis in MESH_AXES)
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  if all(int(n) == 1 for n in dcn.values()) and set(dcn) <= set(MESH_AXES):
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  return Mesh(hybrid_devices(full, dcn, devices), MESH_AXES, axis_types=axis_types)
+
+
+def hybrid_devices(full: Mapping[str, int], dcn: Mapping[str, int],
+                   devices: Sequence[Any]) -> np.ndarray:
+  """The device array of a multi-slice mesh: `full` axis sizes, `dcn` slices per axis.
+
+  Slices are the devices' `slice_index` (TPU pods) or, when devices have none, their processes
+  (GPU nodes). Errors name `config.mesh.dcn` and the numbers that do not fit.
+  """
+  from jax.experimental import mesh_utils  # only multi-slice meshes need it
+
+  unknown = sorted(set(dcn) - set(MESH_AXES))
+  if unknown:
+    raise ShardingError(f"config.mesh.dcn: unknown axis {unknown}; the mesh axes are {MESH_AXES}")
+  dcn_shape = tuple(int(dcn.get(axis, 1)) for axis in MESH_AXES)
+  uneven = {a: (full[a], d) for a, d in zip(MESH_AXES, dcn_shape, strict=True)
+            if d < 1 or full[a] % d}
+  if uneven:
+    raise ShardingError("config.mesh.dcn: each axis's slice count must divide its size; got "
+                        + ", ".join(f"{a}: {d} slices of {n}" for a, (n, d) in uneven.items()))
+  ici_shape = tuple(full[a] // d for a, d in zip(MESH_AXES, dcn_shape, strict=True))
+  by_slice = getattr(devices[0], "slice_index", None) is not None
+  granules = len({getattr(d, "slice_index" if by_slice else "process_index") for d in devices})
+  if granules != math.prod(dcn_shape):
+    kind = "slices" if by_slice else "processes (no device has a slice_index)"
+    raise ShardingError(f"config.mesh.dcn {dict(dcn)} spans {math.prod(dcn_shape)} slices, but "
+                        f"the {len(devices)} devices come from {granules} {kind}")
+  return mesh_utils.create_hybrid_device_mesh(
+      ici_shape, dcn_shape, devices, process_is_granule=not by_slice)
 
 
 def rules_from_config(rules: Mapping[str, Any] | Sequence[tuple] | None = None) -> tuple:

@@ -133,3 +133,36 @@ print(json.dumps({'table': table}))
   assert "Sharding over mesh {'data': 1, 'fsdp': 4, 'tensor': 2}" in table
   up = next(line for line in table.splitlines() if line.startswith("up "))
   assert "P('fsdp', 'tensor')" in up and "65,536" in up and "8,192" in up
+
+
+def test_multi_slice_mesh_puts_dcn_axes_across_slices():
+  out = run_snippet(PRELUDE + """
+import dataclasses
+@dataclasses.dataclass(frozen=True)
+class FakeTpu:
+  id: int
+  slice_index: int
+  process_index: int = 0
+  platform: str = 'cpu'
+  device_kind: str = 'cpu'
+fake = [FakeTpu(i, i // 4) for i in range(8)]
+grid = sh.hybrid_devices({'data': 2, 'fsdp': 4, 'tensor': 1}, {'data': 2}, fake)
+errors = {}
+for name, full, dcn in [('indivisible', {'data': 1, 'fsdp': 8, 'tensor': 1}, {'data': 2}),
+                        ('slices', {'data': 4, 'fsdp': 2, 'tensor': 1}, {'data': 4}),
+                        ('axis', {'data': 2, 'fsdp': 4, 'tensor': 1}, {'dta': 2})]:
+  try:
+    sh.hybrid_devices(full, dcn, fake)
+  except sh.ShardingError as e:
+    errors[name] = str(e)
+real = sh.mesh_from_config({'data': -1, 'fsdp': 2, 'dcn': {'data': 1}})
+print(json.dumps({'shape': list(grid.shape),
+                  'slices': [[d.slice_index for d in row.ravel()] for row in grid],
+                  'errors': errors, 'real': dict(real.shape)}))
+""")
+  assert out["shape"] == [2, 4, 1]
+  assert out["slices"] == [[0, 0, 0, 0], [1, 1, 1, 1]]  # data crosses slices; fsdp stays inside
+  assert "data: 2 slices of 1" in out["errors"]["indivisible"]
+  assert "spans 4 slices, but the 8 devices come from 2 slices" in out["errors"]["slices"]
+  assert "config.mesh.dcn: unknown axis ['dta']" in out["errors"]["axis"]
+  assert out["real"] == {"data": 4, "fsdp": 2, "tensor": 1}

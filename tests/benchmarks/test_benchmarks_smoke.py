@@ -47,3 +47,20 @@ def test_device_peaks_and_statistics():
   assert common.device_peak_flops(Device(), "bfloat16") is None
   assert common.paired_ratio([2.0, 4.0, 6.0, 8.0], [1.0, 2.0, 3.0, 4.0])[0] == 2.0
   assert common.markdown_table(["a", "b"], [[1, 2]]).splitlines()[2] == "| 1 | 2 |"
+
+
+@pytest.mark.slow
+def test_accelerator_smoke_writes_json_and_table(tmp_path):
+  from benchmarks import accelerator
+
+  results = accelerator.main(["--smoke", "--out", str(tmp_path)])
+  assert results["platform"] == "cpu"
+  (step,) = results["step"]
+  assert step["size"] == "smoke" and step["declax_step_s"] > 0 and step["ratio"] > 0
+  assert results["loop"][0]["loop_step_s"] > 0
+  assert {r["model"] for r in results["long"]} == {"TransformerLM", "ReformerLM"}
+  assert all(r.get("temp_bytes") for r in results["long"])
+  assert [r["batch"] for r in results["decode"]] == [1, 4]
+  table = (tmp_path / "accelerator.md").read_text()
+  assert "declax/Flax" in table and "ReformerLM" in table and "tokens/s" in table
+  assert (tmp_path / "accelerator.json").exists()

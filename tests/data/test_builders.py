@@ -147,3 +147,11 @@ def test_fashion_mnist_matches_the_idx_files(fashion_data_dir):
     assert ex["image"].shape == (len(labels), 28, 28, 1)
     np.testing.assert_array_equal(np.bincount(ex["label"]), np.bincount(labels))
   assert builder.info.splits["train"].num_examples == 60000
+
+
+def test_digits_without_scikit_learn_is_a_clear_error(monkeypatch):
+  from declax.data.offline import DatasetUnavailableError
+
+  monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(DatasetUnavailableError, match=r"declax\[digits\]"):
+    digits.load_csv()
