@@ -78,6 +78,12 @@ def _is_box(x: Any) -> bool:
   return isinstance(x, nn.meta.AxisMetadata)
 
 
+def _shapes_of(abstract: Any) -> Any:
+  """An abstract (boxed) tree without its boxes (outside a trace: no sharding constraints)."""
+  return jax.tree.map(lambda x: x.value if hasattr(x, "value") and _is_box(x) else x, abstract,
+                      is_leaf=_is_box)
+
+
 def tree_signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   """`{path: (shape, dtype)}` for every array leaf of a (possibly boxed) tree."""
   flat = jax.tree_util.tree_flatten_with_path(nn.unbox(tree))[0]
@@ -126,7 +132,8 @@ def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation | Seq
   """Returns `init(rng, params=None) -> TrainState` (boxed), to be traced by `jax.jit`.
 
   `model_inputs` are the shapes and dtypes of the first `model.n_in` items of a global batch.
-  `params` (an unboxed tree like the model's) replaces the initial parameters (`model_init`).
+  `params` (`{'layers_1/kernel': array, ...}`, any subset) replaces those initial parameters
+  (`model_init`).
   With `heads` (one per task), `optimizer` is a sequence of as many optimizers, and each head's
   loss layer is initialised on the model's outputs for its task's batch.
   """
@@ -135,9 +142,14 @@ def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation | Seq
     inputs = pack([jnp.zeros(x.shape, x.dtype) for x in model_inputs])
     variables = dict(model.init({"params": params_rng, "dropout": dropout_rng}, inputs))
     boxed_params = variables.pop("params", {})
-    if loaded is not None:
-      boxed_params = jax.tree.map(lambda box, new: box.replace_boxed(new) if _is_box(box)
-                                  else new, boxed_params, loaded, is_leaf=_is_box)
+    if loaded:  # {path: array}: those parameters replace their random initial values
+      def load(path, leaf):
+        new = loaded.get(path_name(path))
+        if new is None:
+          return leaf
+        return leaf.replace_boxed(new) if _is_box(leaf) else new
+
+      boxed_params = jax.tree_util.tree_map_with_path(load, boxed_params, is_leaf=_is_box)
     params = nn.unbox(boxed_params)
     if heads is None:
       opt_state = box_like_params(optimizer.init(params), boxed_params)
@@ -186,8 +198,8 @@ def create_or_restore_state(model: nn.Module, optimizer: optax.GradientTransform
   One `eval_shape` gives the state's structure and, with `rules`, its shardings; a fresh state
   is created by `jit(init, out_shardings=...)` (never whole on one device), a restored one is
   read by Orbax straight onto the same shardings (big_vision's pattern). On a fresh start,
-  `init_params(abstract_params) -> params` (e.g. `declax.training.model_init`) supplies the
-  initial parameters instead of the random ones. `heads`: see `make_init_fn`.
+  `init_params(abstract_params) -> {path: array}` (e.g. `declax.training.model_init.loader`)
+  supplies initial parameters instead of the random ones. `heads`: see `make_init_fn`.
 
   ```python
   start = create_or_restore_state(model, optax.adam(1e-3), [jax.ShapeDtypeStruct((8, 4),
@@ -203,7 +215,12 @@ def create_or_restore_state(model: nn.Module, optimizer: optax.GradientTransform
     if step is None and checkpointer is not None:
       step = checkpointer.latest_step()
     if step is None:
-      loaded = init_params(nn.unbox(abstract.params)) if init_params is not None else None
+      loaded = None
+      if init_params is not None:  # placed on the parameters' own shardings before the jit
+        where = {path_name(p): sh for p, sh in
+                 jax.tree_util.tree_flatten_with_path(shardings.params)[0]}
+        loaded = {k: jax.device_put(v, where[k])
+                  for k, v in init_params(_shapes_of(abstract.params)).items()}
       state = jax.jit(lambda key, p: nn.unbox(init_fn(key, p)), out_shardings=shardings)(rng,
                                                                                         loaded)
       return StartState(state, shardings, None, None)
