@@ -28,6 +28,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from grain.experimental import ThreadPrefetchDatasetIterator
 from jax.sharding import Mesh
 
 from declax import sharding
@@ -45,7 +46,6 @@ from declax.training.metric_writers import (
   write_curves,
 )
 from declax.training.optimizers import feed_plateau
-from declax.training.prefetch import Prefetcher
 from declax.training.progress import Progress
 from declax.training.reporting import (
   MetricsBuffer,
@@ -101,6 +101,27 @@ class LoopOptions:
   plateau: Mapping[str, Any] | None = None
   plot_curves: bool = True
   init_params: Callable[[Any], Any] | None = None
+
+
+class _PlacedBatches:
+  """A task's batches, checked and placed on the mesh, with the task's data position: what
+  grain's `ThreadPrefetchDatasetIterator` reads ahead in its thread. It records the position
+  after each batch, so a checkpoint stores that of the last batch trained on."""
+
+  def __init__(self, task: TrainTask, place: Callable[[Any], tuple]):
+    self._task, self._place = task, place
+
+  def __iter__(self) -> _PlacedBatches:
+    return self
+
+  def __next__(self) -> tuple:
+    return self._place(self._task.next_batch())
+
+  def get_state(self) -> Any:
+    return self._task.data_state()
+
+  def set_state(self, state: Any) -> None:
+    self._task.set_data_state(state)
 
 
 class Loop:
@@ -167,7 +188,7 @@ class Loop:
     self._eval_at = eval_at or at_every(eval_every or every or 100)
     self._which_task = which_task or (lambda step: step % len(self._tasks))
     self._best = self._best_metric(checkpoint_low_metric, checkpoint_high_metric)
-    self._prefetchers: dict[int, Prefetcher] = {}
+    self._prefetchers: dict[int, ThreadPrefetchDatasetIterator] = {}
     self.preempted = self.stopped_early = self._stop_requested = self._stop_after = False
     self.mesh = mesh if isinstance(mesh, Mesh) else sharding.mesh_from_config(mesh)
     self.rules = sharding.rules_from_config(sharding_rules)
@@ -407,9 +428,9 @@ class Loop:
     try:
       if self._options.prefetch <= 0:
         return self._place_batch(task.next_batch())
-      if index not in self._prefetchers:
-        self._prefetchers[index] = Prefetcher(task.next_batch, self._place_batch,
-                                              task.data_state, depth=self._options.prefetch)
+      if index not in self._prefetchers:  # grain's thread reads and places batches ahead
+        self._prefetchers[index] = ThreadPrefetchDatasetIterator(
+            _PlacedBatches(task, self._place_batch), self._options.prefetch)
       return next(self._prefetchers[index])
     except StopIteration:
       raise ConfigError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
@@ -430,8 +451,8 @@ class Loop:
 
   def _data_position(self, index: int) -> Any:
     """Task `index`'s data state after the last batch trained on (not the ones read ahead)."""
-    prefetcher = self._prefetchers.get(index)
-    return prefetcher.position if prefetcher else self._tasks[index].data_state()
+    prefetcher = self._prefetchers.get(index)  # its state: after the batch handed out last
+    return prefetcher.get_state() if prefetcher else self._tasks[index].data_state()
 
   def _preemption(self, step: int) -> bool:
     if self._stop_requested:
@@ -560,8 +581,9 @@ class Loop:
   def close(self) -> None:
     """Stops prefetching, waits for pending checkpoint writes and closes the writers."""
     for index, prefetcher in self._prefetchers.items():
+      position = prefetcher.get_state()
       prefetcher.close()
-      self._tasks[index].set_data_state(prefetcher.position)  # rewind what was read ahead
+      self._tasks[index].set_data_state(position)  # rewind what was read ahead
     self._prefetchers = {}
     for callback in self._callbacks:
       if hasattr(callback, "close"):
