@@ -16,6 +16,7 @@ deletes or changes any checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -171,6 +172,27 @@ def local_position(saved: Any) -> Any:
                 len(saved), jax.process_count())
     return None
   return saved[jax.process_index()]
+
+
+def _older_format_target(stored: Any, abstract: Any) -> tuple[Any, Callable[[Any], Any]]:
+  """A restore target for a checkpoint written before the state gained a field that holds no
+  arrays here (`TrainState.heads`, empty with one task): the state's other fields as a dict,
+  and the function that rebuilds the state from what Orbax returns."""
+  tree = getattr(stored, "tree", stored)
+  if not dataclasses.is_dataclass(abstract) or not hasattr(tree, "keys"):
+    return abstract, lambda x: x
+  names = [f.name for f in dataclasses.fields(abstract)]
+  absent = [n for n in names if n not in tree.keys() and not jax.tree.leaves(getattr(abstract, n))]
+  if not absent:
+    return abstract, lambda x: x
+  target = {n: getattr(abstract, n) for n in names if n not in absent}
+
+  def rebuild(restored: dict) -> Any:
+    return abstract.replace(**{n: jax.tree.unflatten(jax.tree.structure(target[n]),
+                                                     jax.tree.leaves(restored[n]))
+                               for n in target})
+
+  return target, rebuild
 
 
 class _Permanent(preservation.PreservationPolicy):
@@ -329,7 +351,9 @@ class Checkpointer:
     """
     self.check(step, abstract_state)
     try:
-      items = {"state": ocp.args.StandardRestore(abstract_state)}
+      target, rebuild = _older_format_target(self._manager.item_metadata(step)["state"],
+                                             abstract_state)
+      items = {"state": ocp.args.StandardRestore(target)}
       if "data" in self._manager.item_metadata(step).keys():
         items["data"] = ocp.args.JsonRestore()
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -338,7 +362,7 @@ class Checkpointer:
         raise TypeError(f"its data position is a {type(data_state).__name__}, not a dict")
     except Exception as error:  # noqa: BLE001 - the tree matched: unreadable files are damage
       raise self._corrupted(step, _short(error)) from error
-    return restored["state"], dict(data_state or {})
+    return rebuild(restored["state"]), dict(data_state or {})
 
   def _corrupted(self, step: int, reason: str) -> CheckpointCorruptedError:
     others = [s for s in self._committed_steps() if s != step]

@@ -16,11 +16,8 @@ inside the mesh and the logical-axis rules. The sections below follow one run: s
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import signal
-import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -32,20 +29,23 @@ from grain.experimental import ThreadPrefetchDatasetIterator
 from jax.sharding import Mesh
 
 from declax import sharding
-from declax.errors import did_you_mean
-from declax.layers.base import summary, with_mode
+from declax.layers.base import with_mode
 from declax.training.callbacks import ProfileSteps, TrainingStepCallback, at_every
 from declax.training.checkpoints import Checkpointer, gather_json, local_position
 from declax.training.config_schema import ConfigError
 from declax.training.default_config import get_config
+from declax.training.evaluation import check_metric_name, run_eval_tasks
+from declax.training.loop_options import LoopOptions
 from declax.training.metric_writers import (
   ConsoleWriter,
   MetricWriter,
   MultiWriter,
   create_default_writer,
   write_curves,
+  write_model_summary,
 )
 from declax.training.optimizers import feed_plateau
+from declax.training.preemption import stop_on_sigterm
 from declax.training.progress import Progress
 from declax.training.reporting import (
   MetricsBuffer,
@@ -60,7 +60,7 @@ from declax.training.step import (
   make_train_step,
   with_running_metrics,
 )
-from declax.training.tasks import EvalTask, TrainTask
+from declax.training.tasks import EvalTask, PlacedBatches, TrainTask
 from declax.training.workdir import check_writable, lock_workdir
 
 __all__ = ["Loop", "LoopOptions"]
@@ -68,60 +68,6 @@ __all__ = ["Loop", "LoopOptions"]
 log = logging.getLogger(__name__)
 
 _DEFAULTS = get_config().train
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-  """The `Loop`'s rarely changed settings, passed to it by name (`Loop(..., prefetch=0)`).
-
-  - `async_checkpoints`: save in the background.
-  - `rng_streams`: the RNG names the model draws from in training.
-  - `handle_signals`: on SIGTERM, save a checkpoint at the current step and return from `run`
-    with `loop.preempted` set (multi-host runs use JAX's preemption sync point instead).
-  - `print_summary`: write the model summary and parameter count at construction.
-  - `prefetch`: read and place this many training batches ahead in a background thread
-    (0: read each batch in the training thread).
-  - `check_inputs`: stop with `NonFiniteInputError` on a training batch holding NaN or inf
-    (checked on the host, in the prefetch thread).
-  - `eval_on_ema`: evaluate on the EMA parameters when the optimizer keeps them
-    (`make_optimizer(ema_decay=...)`).
-  - `plateau`: `{'metric': 'eval/loss', **reduce_on_plateau kwargs}` to feed an evaluation
-    metric to the optimizer's `plateau` transform after each evaluation.
-  - `plot_curves`: draw `output_dir/curves.png` after each evaluation (`declax.plot`).
-  - `init_params`: `abstract params -> params` for a fresh start (`declax.training.model_init`).
-  """
-
-  async_checkpoints: bool = True
-  rng_streams: Sequence[str] = ("dropout",)
-  handle_signals: bool = True
-  print_summary: bool = True
-  prefetch: int = 2
-  check_inputs: bool = True
-  eval_on_ema: bool = True
-  plateau: Mapping[str, Any] | None = None
-  plot_curves: bool = True
-  init_params: Callable[[Any], Any] | None = None
-
-
-class _PlacedBatches:
-  """A task's batches, checked and placed on the mesh, with the task's data position: what
-  grain's `ThreadPrefetchDatasetIterator` reads ahead in its thread. It records the position
-  after each batch, so a checkpoint stores that of the last batch trained on."""
-
-  def __init__(self, task: TrainTask, place: Callable[[Any], tuple]):
-    self._task, self._place = task, place
-
-  def __iter__(self) -> _PlacedBatches:
-    return self
-
-  def __next__(self) -> tuple:
-    return self._place(self._task.next_batch())
-
-  def get_state(self) -> Any:
-    return self._task.data_state()
-
-  def set_state(self, state: Any) -> None:
-    self._task.set_data_state(state)
 
 
 class Loop:
@@ -337,6 +283,9 @@ class Loop:
   def task_losses(self, index: int) -> list[tuple[int, float]]:
     return list(self._metrics[index].losses)
 
+  def _request_stop(self) -> None:
+    self._stop_requested = True
+
   def stop(self) -> None:
     """Ends `run` after the current step, as if it had reached its last step (early stopping).
     """
@@ -370,7 +319,8 @@ class Loop:
     progress = Progress(total_steps=end, batch_size=self._batch_specs[0][0].shape[0])
     progress.start(start)
     evaluated_at = None
-    with (self._signals(), sharding.peer_failures(lambda: f"training step {self._step + 1}"),
+    with (stop_on_sigterm(self._options.handle_signals, self._request_stop),
+          sharding.peer_failures(lambda: f"training step {self._step + 1}"),
           sharding.mesh_context(self.mesh, self.rules)):
       for step in range(start + 1, end + 1):
         for callback in self._callbacks:  # `call_at` asked before and after, as Trax does
@@ -430,7 +380,7 @@ class Loop:
         return self._place_batch(task.next_batch())
       if index not in self._prefetchers:  # grain's thread reads and places batches ahead
         self._prefetchers[index] = ThreadPrefetchDatasetIterator(
-            _PlacedBatches(task, self._place_batch), self._options.prefetch)
+            PlacedBatches(task, self._place_batch), self._options.prefetch)
       return next(self._prefetchers[index])
     except StopIteration:
       raise ConfigError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
@@ -510,19 +460,10 @@ class Loop:
 
   def _write_summary(self, model_inputs: Sequence[jax.ShapeDtypeStruct],
                      resumed_from: int | None) -> None:
-    if jax.process_index() != 0:
-      return
-    inputs = model_inputs[0] if len(model_inputs) == 1 else tuple(model_inputs)
-    text = summary(self.model, inputs)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
-    text += f"\nMesh: {dict(self.mesh.shape)}; devices: {jax.device_count()}"
-    if resumed_from is not None:
-      text += f"\nResumed from step {resumed_from} ({self.checkpointer.directory})"
-    self._writer.write_texts(self._step, {"model_summary": text})
-    self._writer.write_scalars(self._step, {"num_params": n_params})
-    if self.output_dir is not None:
-      with open(os.path.join(self.output_dir, "model_summary.txt"), "w") as f:
-        f.write(text + "\n")
+    if jax.process_index() == 0:
+      where = self.checkpointer.directory if resumed_from is not None else None
+      write_model_summary(self._writer, self.model, model_inputs, self.state.params, self.mesh,
+                          self._step, self.output_dir, resumed_from, where)
 
   # ==== Evaluation ==============================================================================
 
@@ -531,25 +472,13 @@ class Loop:
 
     (Trax's `run_evals`.) Also feeds the `plateau` option and redraws `curves.png`.
     """
-    results: dict[str, float] = {}
-    with sharding.mesh_context(self.mesh, self.rules):
-      for task, eval_step in zip(self._eval_tasks, self._eval_steps, strict=True):
-        outputs = [eval_step(self.state, sharding.shard_batch(b, self.mesh))
-                   for b in task.batches()]
-        if not outputs:
-          raise ConfigError("EvalTask produced no batches")
-        fetched = jax.device_get(outputs)
-        merged = fetched[0]
-        for other in fetched[1:]:
-          merged = merged.merge(other)
-        for name, value in merged.compute().items():
-          results[f"{task.export_prefix}/{name}"] = float(np.asarray(value))
+    results = run_eval_tasks(self._eval_tasks, self._eval_steps, self.state, self.mesh,
+                             self.rules)
     self._writer.write_scalars(self._step, results)
     self.eval_history.append((self._step, results))
     for wanted in [self._best and self._best[0], (self._options.plateau or {}).get("metric")]:
-      if wanted and wanted not in results and wanted != "train/loss":
-        raise ConfigError(f"no evaluation metric {wanted!r} (the evaluations give "
-                          f"{', '.join(sorted(results))}){did_you_mean(wanted, results)}")
+      if wanted and wanted != "train/loss":
+        check_metric_name(wanted, results)
     if self._options.plateau and self._options.plateau.get("metric", "train/loss") in results:
       kwargs = {k: v for k, v in self._options.plateau.items() if k != "metric"}
       value = results[self._options.plateau["metric"]]
@@ -601,24 +530,3 @@ class Loop:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-  # ==== Preemption ==============================================================================
-
-  @contextlib.contextmanager
-  def _signals(self) -> Iterator[None]:
-    """SIGTERM asks the loop to save and stop at the next step (main thread, one process)."""
-    if (not self._options.handle_signals or jax.process_count() > 1
-        or threading.current_thread() is not threading.main_thread()):
-      yield
-      return
-
-    def request_stop(signum, frame):
-      del frame
-      log.warning("Received signal %d: saving at the next step and stopping", signum)
-      self._stop_requested = True
-
-    previous = signal.signal(signal.SIGTERM, request_stop)
-    try:
-      yield
-    finally:
-      signal.signal(signal.SIGTERM, previous)

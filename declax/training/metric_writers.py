@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 __all__ = ["ConsoleWriter", "JsonlWriter", "MetricWriter", "MultiWriter", "TensorBoardWriter",
-           "create_default_writer", "write_curves"]
+           "create_default_writer", "write_curves", "write_model_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,27 @@ class MultiWriter(MetricWriter):
   def close(self) -> None:
     for w in self.writers:
       w.close()
+
+
+def write_model_summary(writer: MetricWriter, model: Any, model_inputs: Sequence[Any],
+                        params: Any, mesh: Any, step: int, output_dir: str | None,
+                        resumed_from: int | None = None, directory: str | None = None) -> str:
+  """Writes the model's summary table (`declax.summary`), mesh and parameter count through
+  `writer` and to `output_dir/model_summary.txt`; returns the text."""
+  from declax.layers.base import summary
+
+  inputs = model_inputs[0] if len(model_inputs) == 1 else tuple(model_inputs)
+  text = summary(model, inputs)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  text += f"\nMesh: {dict(mesh.shape)}; devices: {jax.device_count()}"
+  if resumed_from is not None:
+    text += f"\nResumed from step {resumed_from} ({directory})"
+  writer.write_texts(step, {"model_summary": text})
+  writer.write_scalars(step, {"num_params": n_params})
+  if output_dir is not None:
+    with open(os.path.join(output_dir, "model_summary.txt"), "w") as f:
+      f.write(text + "\n")
+  return text
 
 
 def write_curves(workdir: str | os.PathLike) -> str | None:

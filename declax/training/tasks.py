@@ -10,7 +10,7 @@ import optax
 
 from declax.training.config_schema import ConfigError
 
-__all__ = ["EvalTask", "TrainTask"]
+__all__ = ["EvalTask", "PlacedBatches", "TrainTask"]
 
 
 def _has_state(data: Any) -> bool:
@@ -188,3 +188,24 @@ class EvalTask:
           raise ConfigError("EvalTask: labeled_data ran out of batches; pass an endless "
                            "iterator or a callable that returns a fresh one") from None
         return
+
+
+class PlacedBatches:
+  """A task's batches, checked and placed on the mesh, with the task's data position: what
+  grain's `ThreadPrefetchDatasetIterator` reads ahead in its thread. It records the position
+  after each batch, so a checkpoint stores that of the last batch trained on."""
+
+  def __init__(self, task: TrainTask, place: Callable[[Any], tuple]):
+    self._task, self._place = task, place
+
+  def __iter__(self) -> PlacedBatches:
+    return self
+
+  def __next__(self) -> tuple:
+    return self._place(self._task.next_batch())
+
+  def get_state(self) -> Any:
+    return self._task.data_state()
+
+  def set_state(self, state: Any) -> None:
+    self._task.set_data_state(state)

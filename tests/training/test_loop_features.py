@@ -177,3 +177,18 @@ def test_early_stopping_ends_the_run_and_saves(tmp_path):
   assert loop.stopped_early and loop.step == 6
   assert [s for s, _ in loop.eval_history] == [2, 4, 6]
   assert "6" in os.listdir(tmp_path / "checkpoints")
+
+
+def test_bad_feature_arguments_are_config_errors():
+  with pytest.raises(ConfigError, match="not both"):
+    Loop(classifier(), classifier_task(), checkpoint_low_metric="loss",
+         checkpoint_high_metric="accuracy")
+  with pytest.raises(ConfigError, match="profile_steps needs an output_dir"):
+    Loop(classifier(), classifier_task(), profile_steps=(1, 2), writers=Recorder(),
+         print_summary=False)
+  with pytest.raises(ConfigError, match="mode must be 'min' or 'max'"):
+    EarlyStopping(None, mode="lowest")
+  from declax.training.optimizers import ema_params
+
+  with pytest.raises(ConfigError, match=r"ema_decay must be in \[0, 1\), got 1.5"):
+    ema_params(1.5)
