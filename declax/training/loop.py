@@ -489,6 +489,10 @@ class Loop:
       write_curves(self.output_dir)
     return results
 
+  def run_evals(self) -> dict[str, float]:
+    """Trax's name for `evaluate`."""
+    return self.evaluate()
+
   # ==== Checkpoints =============================================================================
 
   def save_checkpoint(self, wait: bool = False) -> None:
