@@ -80,3 +80,15 @@ def test_console_script_points_at_cli_main():
   from declax.cli import main
 
   assert callable(main)
+
+
+def test_declax_errors_are_recognised_by_type(capsys):
+  from declax import cli
+  from declax.training import ConfigError
+
+  cli._report_failure(ConfigError("config.train.steps is missing (required)"))
+  err = capsys.readouterr().err
+  assert err.startswith("declax-train: error: ConfigError: config.train.steps is missing")
+  assert "Traceback" not in err
+  cli._report_failure(ValueError("raised by someone else"))
+  assert "stopped by an unexpected ValueError" in capsys.readouterr().err

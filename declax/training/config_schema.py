@@ -1,16 +1,9 @@
-"""What a training config may contain, derived from the base config and checked before anything
-is built.
+"""What a training config may contain: the keys of the base config, checked before anything is
+built.
 
-A misspelt key in a config file is otherwise silently ignored (`config.train.eval_evry = 50`
-leaves evaluation at its default), and a missing one fails deep inside the build with a bare
-`KeyError`. The allowed keys, their types and defaults are those of
-`declax.training.default_config` (the one place they are written); `resolve_config` checks a
-config against it and returns it merged over the defaults.
-
-```python
-config = resolve_config(importlib.import_module('configs.digits_mlp').get_config())
-config.train.log_every            # set by the config, else the default
-```
+A misspelt key is otherwise silently ignored (`config.train.eval_evry = 50` leaves evaluation at
+its default). The keys, types and defaults are written once, in `declax.training.default_config`;
+`resolve_config` checks a config against them and returns it merged over the defaults.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """From a config to the objects it describes: model, optimizer, data, tasks and the `Loop`.
 
 The config's sections, keys and defaults are those of `declax.training.default_config` (see
-there); every function here reads a config resolved over them (`resolve_config`).
+there). `build_loop` and `train_and_evaluate` take any config and resolve it over them
+(`resolve_config`); the `build_*` parts read every key, so give them a config made from the
+base (as every config in `configs/` is) or a resolved one.
 
 ```python
 config = importlib.import_module('configs.digits_mlp').get_config()
@@ -64,7 +66,6 @@ def build_model(config: ml_collections.ConfigDict, mode: str = "train") -> Any:
 def build_optimizer(config: ml_collections.ConfigDict
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer and its learning-rate schedule from `config.optimizer` / `config.schedule`."""
-  config = resolve_config(config)
   s, o = config.schedule, config.optimizer
   decay_steps = s.decay_steps or max(config.train.steps // o.grad_accum_steps, 1)
   warmup_steps = s.warmup_steps
@@ -107,7 +108,6 @@ def _pipeline(config: ml_collections.ConfigDict, split: str, batch_size: int, **
 
 def build_train_task(config: ml_collections.ConfigDict) -> TrainTask:
   """The training pipeline (shuffled, endless), loss and optimizer."""
-  config = resolve_config(config)
   pipeline = _pipeline(config, config.data.train_split, config.train.batch_size,
                        seed=config.train.seed, shuffle=True)
   tx, schedule = build_optimizer(config)
@@ -117,7 +117,6 @@ def build_train_task(config: ml_collections.ConfigDict) -> TrainTask:
 
 def build_eval_task(config: ml_collections.ConfigDict) -> EvalTask | None:
   """Evaluation on `config.data.eval_split` from its start each time (None if no eval split)."""
-  config = resolve_config(config)
   data = config.data
   if not data.eval_split:
     return None

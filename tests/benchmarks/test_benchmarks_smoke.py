@@ -10,6 +10,7 @@ import pytest
 from benchmarks import common, loop_overhead, mfu, overhead, scaling
 
 
+@pytest.mark.slow  # minutes on 2 shared cores; runs in CI's full suite
 def test_overhead_quick_prints_ratios_and_targets():
   text = overhead.main(["--quick", "--steps", "2", "--compile-repeats", "1"])
   assert "| flax |" in text and "| declax |" in text and "| declax_step |" in text
@@ -17,17 +18,20 @@ def test_overhead_quick_prints_ratios_and_targets():
   assert "command: `python benchmarks/overhead.py --quick" in text
 
 
+@pytest.mark.slow  # minutes on 2 shared cores; runs in CI's full suite
 def test_mfu_quick_with_profile():
   text = mfu.main(["--quick", "--steps", "1", "--profile", "--no-baseline", "--compare-attention"])
   assert "MFU (analytic)" in text and "| declax |" in text
   assert "Where the time goes: declax" in text and "| declax_jax_attention |" in text
 
 
+@pytest.mark.slow  # minutes on 2 shared cores; runs in CI's full suite
 def test_loop_overhead_quick():
   text = loop_overhead.main(["--quick", "--models", "mlp", "--rounds", "1"])
   assert "| mlp |" in text and "Loop.run overhead" in text
 
 
+@pytest.mark.slow  # minutes on 2 shared cores; runs in CI's full suite
 def test_scaling_quick_covers_scan_and_batch():
   text = scaling.main(["--quick", "--layers", "1", "--batches", "1", "--steps", "1"])
   assert "step (scan)" in text and "tokens/s" in text

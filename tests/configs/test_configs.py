@@ -62,7 +62,9 @@ def test_config_sections_and_launch_command(name):
       config.train.keys())
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# digits_mlp in the quick subset; the others take 15-100 s each on 2 shared cores (CI runs all).
+@pytest.mark.parametrize("name", [
+    n if n == "digits_mlp" else pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS])
 def test_config_runs_a_few_steps_at_tiny_size(name, tmp_path):
   module = load_config(name)
   _needs_launcher(name, module)

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from tests.multihost_utils import run_workers
 
@@ -74,6 +75,7 @@ def test_two_processes_train_like_one_process_with_all_devices():
     np.testing.assert_allclose(process["kernel_sum"], one["kernel_sum"], rtol=1e-5)
 
 
+@pytest.mark.slow  # two JAX processes: ~20 s on 2 cores; the quick subset keeps one
 def test_two_processes_save_every_data_position_and_resume_exactly(tmp_path):
   def run(workdir, steps):
     return _ok(run_workers(WORKER, n_processes=2, n_devices=2, args=[workdir, str(steps)],
@@ -103,6 +105,7 @@ cli.main()
 """
 
 
+@pytest.mark.slow  # two JAX processes: ~20 s on 2 cores; the quick subset keeps one
 def test_train_script_runs_multi_host_with_coordinator_flags(tmp_path):
   import declax.data
 
