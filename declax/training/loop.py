@@ -229,7 +229,8 @@ class Loop:
         task.set_data_state(local_position(data_state.get(self._data_key(i))))
       except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(
-            f"cannot resume the training data of task {i} at checkpoint step {step} "
+            f"cannot resume the training data{f' of task {i}' if self._multi else ''} at "
+            f"checkpoint step {step} "
             f"({self.checkpointer.directory}): {str(error).rstrip('.')}. The data settings "
             "(dataset, batch size, seed, number of processes) must be those of the run that "
             "saved it."
