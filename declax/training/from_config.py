@@ -13,6 +13,7 @@ loop = train_and_evaluate(config, '/tmp/digits')
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import logging
@@ -114,6 +115,7 @@ def build_optimizer(config: ml_collections.ConfigDict
                            decay_steps=decay_steps, end_value=s.end_value)
   tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay, decay_all=o.decay_all,
                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
+                      ema_decay=o.ema_decay, plateau_kwargs=plateau_kwargs(config),
                       **to_dict(o.kwargs))
   return tx, schedule
 
@@ -182,12 +184,55 @@ def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | N
   """
   config = resolve_config(config)
   train, eval_task = config.train, build_eval_task(config)
+  model, task = build_model(config), build_train_task(config)
   options = dict(
       eval_tasks=[eval_task] if eval_task is not None else [], output_dir=workdir,
       mesh=to_dict(config.mesh) or None, sharding_rules=to_dict(config.sharding_rules) or None,
       eval_every=train.eval_every, log_every=train.log_every,
-      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config))
-  return Loop(build_model(config), build_train_task(config), **{**options, **loop_kwargs})
+      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config),
+      **loop_features(config, model, task))
+  return Loop(model, task, **{**options, **loop_kwargs})
+
+
+def plateau_kwargs(config: ml_collections.ConfigDict) -> dict | None:
+  """`config.schedule.plateau_*` as `declax.training.optimizers.plateau` arguments, or None."""
+  s = config.schedule
+  if s.plateau_patience is None:
+    return None
+  return dict(metric=s.plateau_metric, patience=s.plateau_patience, factor=s.plateau_factor,
+              cooldown=s.plateau_cooldown)
+
+
+def loop_features(config: ml_collections.ConfigDict, model: Any, task: TrainTask) -> dict:
+  """The `Loop` arguments of the optional training features a config turns on."""
+  import functools
+
+  from declax.training import model_init
+  from declax.training.callbacks import EarlyStopping, at_every
+
+  train, features = config.train, {}
+  if train.permanent_checkpoint_every:
+    features["permanent_checkpoint_at"] = at_every(train.permanent_checkpoint_every)
+  if train.checkpoint_low_metric:
+    features["checkpoint_low_metric"] = train.checkpoint_low_metric
+  if train.checkpoint_high_metric:
+    features["checkpoint_high_metric"] = train.checkpoint_high_metric
+  if train.early_stopping_patience:
+    features["callbacks"] = [functools.partial(
+        EarlyStopping, metric=train.early_stopping_metric, mode=train.early_stopping_mode,
+        patience=train.early_stopping_patience)]
+  if train.profile_steps:
+    features["profile_steps"] = tuple(train.profile_steps)
+  plateau = plateau_kwargs(config)
+  if plateau and plateau["metric"] != "train/loss":
+    features["plateau"] = plateau
+  features["eval_on_ema"] = train.eval_on_ema
+  if config.model_init:
+    inputs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in task.sample_batch[: model.n_in]]
+    features["init_params"] = model_init.loader(
+        config.model_init, skip=tuple(config.model_load.skip), step=config.model_load.step,
+        model=build_model(config, mode="eval"), inputs=inputs)
+  return features
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
@@ -205,8 +250,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        **loop_kwargs: Any) -> Loop:
   """Trains until step `config.train.steps` (resuming from `workdir`), evaluating as it goes.
 
-  Returns the `Loop` (check `loop.preempted`: True if it stopped early on SIGTERM).
+  Returns the `Loop` (check `loop.preempted`: True if it stopped early on SIGTERM). A config
+  with `experiment = 'module:function'` is run by that function instead (same arguments).
   """
+  if config.get("experiment"):  # e.g. configs/translate_gettext.py
+    module, _, function = config.experiment.partition(":")
+    return getattr(importlib.import_module(module), function)(config, workdir, **loop_kwargs)
   config = resolve_config(config)
   loop = build_loop(config, workdir, **loop_kwargs)  # locks the workdir before writing to it
   try:
@@ -265,32 +314,19 @@ def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
 
 def sample_from_workdir(workdir: str | os.PathLike, prompt: str, max_length: int = 200,
                         temperature: float = 0.8, top_k: int | None = None,
-                        num_samples: int = 1, seed: int = 0, eos_id: int | None = 0,
-                        step: int | None = None) -> list[str]:
-  """Continuations of `prompt` by a byte-level LM's checkpoint in `workdir` (decoded as UTF-8,
-  undecodable bytes replaced); sampling stops at `eos_id` (byte 0 ends a file in declax_pysrc).
+                        num_samples: int = 1, seed: int = 0, eos_id: int | None | str = "auto",
+                        step: int | None = None, beam_size: int = 4) -> list[str]:
+  """Continuations of `prompt` by a language model's checkpoint in `workdir`, or its
+  translations by an encoder-decoder's, through the workdir's own tokenizer (bytes if it has
+  none); see `declax.workdir_decoding.decode_prompt`. A tokenizer whose vocabulary does not
+  match the checkpoint's raises `VocabularyMismatchError`.
   """
-  import numpy as np
+  from declax import workdir_decoding
 
-  from declax.decoding import autoregressive_sample
-
-  model, variables, config, _ = restore_from_workdir(workdir, step)
-  vocab = config.model.get("vocab_size", 256)
-  if vocab != 256:
-    raise ConfigError(f"this script encodes text as bytes; the model's vocab_size is {vocab}")
-  prefix = np.frombuffer(prompt.encode("utf-8"), np.uint8).astype(np.int32)
-  prefix = np.tile(prefix[None], (num_samples, 1))
-  max_len = config.model.get("max_len")  # Transformers: cache length
-  if max_len is not None:
-    max_length = min(max_length, max_len - prefix.shape[1])
-    if max_length < 1:
-      raise ConfigError(f"the prompt ({prefix.shape[1]} bytes) fills the model's max_len "
-                       f"{max_len}")
-  tokens = autoregressive_sample(model, variables, prefix, max_length, temperature=temperature,
-                                 top_k=top_k, rng=jax.random.PRNGKey(seed), eos_id=eos_id)
-  texts = []
-  for row in np.asarray(tokens):
-    if eos_id is not None and (row == eos_id).any():
-      row = row[: int(np.argmax(row == eos_id))]
-    texts.append(prompt + bytes(row.astype(np.uint8).tolist()).decode("utf-8", "replace"))
-  return texts
+  model, variables, _, _ = restore_from_workdir(workdir, step)
+  tokenizer = workdir_decoding.workdir_tokenizer(workdir)
+  workdir_decoding.check_vocabulary(tokenizer, workdir_decoding.model_vocab_size(model, variables),
+                                    os.fspath(workdir))
+  return workdir_decoding.decode_prompt(
+      model, variables, tokenizer, prompt, max_length=max_length, temperature=temperature,
+      top_k=top_k, num_samples=num_samples, seed=seed, eos_id=eos_id, beam_size=beam_size)
