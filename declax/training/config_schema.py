@@ -40,9 +40,10 @@ _BASE = default_config.get_config()
 DEFAULTS: dict[str, Any] = to_dict(_BASE)
 # section -> its keys (model's keys are the model's own arguments, mesh's are checked by
 # declax.sharding)
-SECTIONS = {s: tuple(DEFAULTS[s]) for s in DEFAULTS if s not in default_config.OPEN_SECTIONS}
+SECTIONS = {s: tuple(DEFAULTS[s]) for s in DEFAULTS
+            if s not in default_config.OPEN_SECTIONS and s not in default_config.SCALARS}
 # Counts that may be 0 (every other integer key must be >= 1).
-_ZERO_OK = ("train.steps", "train.seed", "schedule.warmup_steps")
+_ZERO_OK = ("train.steps", "train.seed", "schedule.warmup_steps", "schedule.plateau_cooldown")
 
 
 def _check_keys(config: Mapping[str, Any]) -> None:

@@ -78,6 +78,7 @@ def build_optimizer(config: ml_collections.ConfigDict
                            decay_steps=decay_steps, end_value=s.end_value)
   tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay, decay_all=o.decay_all,
                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
+                      ema_decay=o.ema_decay, plateau_kwargs=plateau_kwargs(config),
                       **to_dict(o.kwargs))
   return tx, schedule
 
@@ -146,12 +147,55 @@ def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | N
   """
   config = resolve_config(config)
   train, eval_task = config.train, build_eval_task(config)
+  model, task = build_model(config), build_train_task(config)
   options = dict(
       eval_tasks=[eval_task] if eval_task is not None else [], output_dir=workdir,
       mesh=to_dict(config.mesh) or None, sharding_rules=to_dict(config.sharding_rules) or None,
       eval_every=train.eval_every, log_every=train.log_every,
-      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config))
-  return Loop(build_model(config), build_train_task(config), **{**options, **loop_kwargs})
+      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config),
+      **loop_features(config, model, task))
+  return Loop(model, task, **{**options, **loop_kwargs})
+
+
+def plateau_kwargs(config: ml_collections.ConfigDict) -> dict | None:
+  """`config.schedule.plateau_*` as `declax.training.optimizers.plateau` arguments, or None."""
+  s = config.schedule
+  if s.plateau_patience is None:
+    return None
+  return dict(metric=s.plateau_metric, patience=s.plateau_patience, factor=s.plateau_factor,
+              cooldown=s.plateau_cooldown)
+
+
+def loop_features(config: ml_collections.ConfigDict, model: Any, task: TrainTask) -> dict:
+  """The `Loop` arguments of the optional training features a config turns on."""
+  import functools
+
+  from declax.training import model_init
+  from declax.training.callbacks import EarlyStopping, at_every
+
+  train, features = config.train, {}
+  if train.permanent_checkpoint_every:
+    features["permanent_checkpoint_at"] = at_every(train.permanent_checkpoint_every)
+  if train.checkpoint_low_metric:
+    features["checkpoint_low_metric"] = train.checkpoint_low_metric
+  if train.checkpoint_high_metric:
+    features["checkpoint_high_metric"] = train.checkpoint_high_metric
+  if train.early_stopping_patience:
+    features["callbacks"] = [functools.partial(
+        EarlyStopping, metric=train.early_stopping_metric, mode=train.early_stopping_mode,
+        patience=train.early_stopping_patience)]
+  if train.profile_steps:
+    features["profile_steps"] = tuple(train.profile_steps)
+  plateau = plateau_kwargs(config)
+  if plateau and plateau["metric"] != "train/loss":
+    features["plateau"] = plateau
+  features["eval_on_ema"] = train.eval_on_ema
+  if config.model_init:
+    inputs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in task.sample_batch[: model.n_in]]
+    features["init_params"] = model_init.loader(
+        config.model_init, skip=tuple(config.model_load.skip), step=config.model_load.step,
+        model=build_model(config, mode="eval"), inputs=inputs)
+  return features
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
