@@ -111,4 +111,19 @@ CATALOGUE: dict[str, str] = {
     "M1": "process 0 of 2 lost contact with another process during training step",
     "M2": "Terminating process because the JAX distributed service detected fatal errors",
     "M3": "The following tasks are unhealthy (stopped sending heartbeats)",
+  # ---- Reliability round 2 (issue 17) --------------------------------------------------------
+    "R1": "the eval batch size (config.data.eval_batch_size) is 45, not divisible by the mesh's "
+          "data*fsdp = 2",
+    "R2": "eval task 0 cannot run on the eval model (",
+    "R3": "eval_model has layers in 'train' mode",
+    "R4": "EvalTask produced no batches",
+    "R5": "is unusable (",
+    "R6": "training gradient norm is nan at step 1",
+    "R7": "Received signal",
+    "R8": "keep_checkpoints must be an integer >= 1 or None (keep all), got 0",
+    "R9": "the data went away",
+    "R10": "this Loop is closed",
+    "R11": "is used by another live Loop in this process",
+    "R12": "Loop.run(n_steps): n_steps must be a whole number >= 0, got",
+    "R13": "holds no data position for task 0",
 }
