@@ -221,7 +221,8 @@ class Loop:
     self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"),
                                      max_to_keep=keep_checkpoints, async_save=async_checkpoints,
                                      best_metric=best_metric, best_mode=best_mode,
-                                     permanent=permanent_at)
+                                     permanent=permanent_at,
+                                     digests=self._options.checkpoint_digests)
 
   @staticmethod
   def _global_specs(task: TrainTask) -> tuple[jax.ShapeDtypeStruct, ...]:

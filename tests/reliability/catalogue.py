@@ -126,4 +126,8 @@ CATALOGUE: dict[str, str] = {
     "R11": "is used by another live Loop in this process",
     "R12": "Loop.run(n_steps): n_steps must be a whole number >= 0, got",
     "R13": "holds no data position for task 0",
+    "R14": "differs from the digest stored when it was saved (flipped bits on the disk?)",
+    "R15": "cannot be read: it holds step 2 (its meta item says so): the directory was renamed "
+           "or copied. Rename it back",
+    "R16": "is a file, not a directory: the checkpoints go there",
 }

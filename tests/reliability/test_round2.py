@@ -225,3 +225,56 @@ def test_R13_missing_data_position_warns(tmp_path, caplog):
     loop = make_loop(tmp_path)
   expect("R13", caplog.text)
   loop.close()
+
+
+# ---- Checkpoints: digests, renamed steps, a file in the way -------------------------------------
+
+
+def _saved(tmp_path, name="run"):
+  workdir = tmp_path / name
+  loop = make_loop(workdir)
+  loop.run(2)
+  state = loop.state
+  loop.close()
+  return workdir, state
+
+
+def test_R14_flipped_bits_in_a_checkpoint_are_detected(tmp_path):
+  import shutil
+
+  from declax.training.checkpoints import CheckpointCorruptedError, Checkpointer
+
+  workdir, state = _saved(tmp_path)
+  kernel = np.array(state.params["layers_1"]["kernel"])
+  kernel.view(np.uint32).flat[0] ^= 1  # the lowest bit of one weight
+  damaged = state.replace(params={**state.params, "layers_1": {
+      **state.params["layers_1"], "kernel": jnp.asarray(kernel)}})
+  other = tmp_path / "damaged" / "checkpoints"
+  writer = Checkpointer(other, async_save=False, digests=False)
+  writer.save(2, damaged, {"train": [{"index": 2}]})
+  writer.close()
+  shutil.rmtree(other / "2" / "meta")  # the digests of the intact arrays, as saved
+  shutil.copytree(workdir / "checkpoints" / "2" / "meta", other / "2" / "meta")
+  with pytest.raises(CheckpointCorruptedError) as info:
+    make_loop(tmp_path / "damaged")
+  expect("R14", info.value)
+  make_loop(workdir, checkpoint_digests=False).close()  # the opt-out still restores
+
+
+def test_R15_a_renamed_step_directory(tmp_path):
+  from declax.training.checkpoints import CheckpointCorruptedError
+
+  workdir, _ = _saved(tmp_path)
+  os.rename(workdir / "checkpoints" / "2", workdir / "checkpoints" / "30")
+  with pytest.raises(CheckpointCorruptedError) as info:
+    make_loop(workdir)
+  expect("R15", info.value)
+
+
+def test_R16_a_file_where_the_checkpoints_go_is_found_up_front(tmp_path):
+  from declax.training.workdir import WorkdirError
+
+  (tmp_path / "checkpoints").write_text("not a directory")
+  with pytest.raises(WorkdirError) as info:
+    make_loop(tmp_path)
+  expect("R16", info.value)
