@@ -70,12 +70,7 @@ def _suggest_config_key(argv: Sequence[str]) -> str | None:
   """For an unknown `--config.x.y`, the closest key of the config (or None)."""
   import importlib.util
 
-  config_path = None
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      config_path = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      config_path = argv[i + 1]
+  config_path = _config_path(argv)
   overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
   if not config_path or not overrides or not os.path.exists(config_path):
     return None
@@ -90,9 +85,61 @@ def _suggest_config_key(argv: Sequence[str]) -> str | None:
   return None
 
 
+def _fail(message: str) -> None:
+  print(f"declax-train: error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(argv: Sequence[str]) -> str | None:
+  """Why the `--config` file cannot give a config (missing, a syntax error, get_config()
+  raising or returning something else), as one sentence naming the file; None if it can."""
+  import importlib.util
+
+  path = _config_path(argv)
+  if path is None:
+    return None
+  args: list[str] = []
+  if not os.path.exists(path) and ":" in path and os.path.exists(path.rsplit(":", 1)[0]):
+    path, arg = path.rsplit(":", 1)  # ml_collections' `file.py:argument`
+    args = [arg]
+  if not os.path.isfile(path):
+    return f"config file {path} not found (--config); check the path"
+  try:
+    spec = importlib.util.spec_from_file_location("_declax_config_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+      return f"config file {path} has no get_config() function; define one returning a config"
+    config = module.get_config(*args)
+  except SyntaxError as error:
+    return (f"config file {path} has a syntax error at line {error.lineno}: {error.msg}; fix "
+            "the file")
+  except Exception as error:  # noqa: BLE001 - the user's code: any failure is reported
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return (f"config file {path}: get_config() raised {type(error).__name__}: {error} (at "
+            f"{where.filename}:{where.lineno}); fix the file")
+  if not hasattr(config, "items"):
+    return (f"config file {path}: get_config() returned {type(config).__name__}, not a "
+            "config; return an ml_collections.ConfigDict (e.g. default_config.get_config() "
+            "with your settings)")
+  return None
+
+
 def _run(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _WORKDIR.value.strip():
+    _fail("--workdir is empty (an unset variable?); name the directory for checkpoints and "
+          "logs, e.g. --workdir=/tmp/run")
   if _DISTRIBUTED.value or _COORDINATOR.value:
     from declax.sharding import initialize_distributed
 
@@ -138,6 +185,9 @@ def _report_failure(error: BaseException) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
+  problem = _check_config_file(argv[1:])
+  if problem:
+    _fail(problem)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError) as error:

@@ -130,4 +130,14 @@ CATALOGUE: dict[str, str] = {
     "R15": "cannot be read: it holds step 2 (its meta item says so): the directory was renamed "
            "or copied. Rename it back",
     "R16": "is a file, not a directory: the checkpoints go there",
+    "R17": "config.schedule.learning_rate must be >= 0, got -0.001",
+    "R18": "config.schedule.learning_rate=",
+    "R19": "config.optimizer.clip_norm must be a number > 0 or None (no clipping)",
+    "R20": "config.train.loss='Accuracy' is a metric without a gradient",
+    "R21": "config.train.seed must be < 2**63",
+    "R22": "config.model.n_classes must be an integer >= 1, got 0",
+    "R23": "evaluating on",
+    "R24": "beyond config.train.steps=2: nothing was trained",
+    "R25": "declax-train: error: config file ",
+    "R26": "declax-train: error: --workdir is empty (an unset variable?)",
 }

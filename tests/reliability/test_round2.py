@@ -278,3 +278,93 @@ def test_R16_a_file_where_the_checkpoints_go_is_found_up_front(tmp_path):
   with pytest.raises(WorkdirError) as info:
     make_loop(tmp_path)
   expect("R16", info.value)
+
+
+# ---- Config values that trained silently wrong ---------------------------------------------------
+
+
+def _digits_config(**changes):
+  from tests.reliability.test_bad_config import digits_config
+
+  config = digits_config()
+  for path, value in changes.items():
+    section, key = path.split("__")
+    config[section][key] = value
+  return config
+
+
+@pytest.mark.parametrize("entry,changes", [
+    ("R17", dict(schedule__learning_rate=-1e-3)),
+    ("R18", dict(schedule__learning_rate=float("nan"))),
+    ("R18", dict(schedule__learning_rate=float("inf"))),
+    ("R19", dict(optimizer__clip_norm=0.0)),
+    ("R19", dict(optimizer__clip_norm=-1.0)),
+    ("R20", dict(train__loss="Accuracy")),
+    ("R21", dict(train__seed=2**63)),
+    ("R22", dict(model__n_classes=0)),
+])
+def test_R17_to_R22_config_values_that_would_train_wrong(entry, changes):
+  from declax.training.config_schema import validate_config
+
+  with pytest.raises(ConfigError) as info:
+    validate_config(_digits_config(**changes))
+  expect(entry, info.value)
+
+
+def test_R23_more_eval_batches_than_the_split_are_capped(digits_dir, caplog):
+  from declax.training.from_config import build_eval_task
+
+  config = _digits_config(data__data_dir=digits_dir, data__n_eval_batches=10_000)
+  with caplog.at_level(logging.WARNING):
+    task = build_eval_task(config)
+  expect("R23", caplog.text)
+  assert task.n_eval_batches < 10_000
+  assert len(list(task.batches())) == task.n_eval_batches
+
+
+@pytest.mark.slow
+def test_R24_a_rerun_below_the_saved_step_says_so_and_keeps_the_config(tmp_path, digits_dir,
+                                                                      caplog):
+  from declax.training.from_config import train_and_evaluate
+
+  config = _digits_config(data__data_dir=digits_dir, train__steps=3, train__batch_size=8)
+  config.data.eval_split = None
+  train_and_evaluate(config, tmp_path)
+  config.train.steps = 2
+  with caplog.at_level(logging.WARNING):
+    loop = train_and_evaluate(config, tmp_path)
+  expect("R24", caplog.text)
+  assert loop.step == 3
+  assert {"config.3.json", "config.json"} <= set(os.listdir(tmp_path))
+
+
+# ---- The command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_R25_R26_config_files_that_give_no_config_and_an_empty_workdir(tmp_path):
+  import subprocess
+  import sys
+
+  from tests.multihost_utils import ROOT, worker_env
+
+  files = {"raises.py": "def get_config():\n  raise RuntimeError('boom')\n",
+           "syntax.py": "def get_config(:\n", "none.py": "def get_config():\n  return None\n"}
+  for name, text in files.items():
+    (tmp_path / name).write_text(text)
+  train = [sys.executable, os.path.join(ROOT, "scripts", "train.py")]
+
+  def cli(config, workdir=str(tmp_path / "run")):
+    result = subprocess.run(train + ["--config", config, f"--workdir={workdir}",
+                                     "--config.train.steps=3"],
+                            capture_output=True, text=True, timeout=180, env=worker_env(1),
+                            cwd=ROOT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return result.stderr.strip().splitlines()[-1]
+
+  for name in [*files, "missing.py"]:
+    line = cli(str(tmp_path / name))
+    expect("R25", line)
+    assert str(tmp_path / name) in line
+  expect("R26", cli(os.path.join(ROOT, "configs", "digits_mlp.py"), workdir=""))
+  assert not os.path.exists(os.path.join(ROOT, ".declax.lock"))
