@@ -153,8 +153,8 @@ class Loop:
     self.preempted = self.stopped_early = self._stop_requested = self._stop_after = False
     self.mesh = mesh if isinstance(mesh, Mesh) else sharding.mesh_from_config(mesh)
     self.rules = sharding.rules_from_config(sharding_rules)
-    self._open_output_dir(output_dir, keep_checkpoints, o.async_checkpoints,
-                          permanent_checkpoint_at or self._permanent_default())
+    self._permanent_at = permanent_checkpoint_at or self._permanent_default()
+    self._open_output_dir(output_dir, keep_checkpoints, o.async_checkpoints, self._permanent_at)
     self._writer = writers if writers is not None else create_default_writer(self.output_dir)
     self.eval_history: list[tuple[int, dict[str, float]]] = []
     self._batch_specs = [self._global_specs(t) for t in self._tasks]
@@ -189,9 +189,8 @@ class Loop:
 
   # ==== Setup ===================================================================================
 
-  def _permanent_default(self) -> Callable[[int], bool] | None:
-    every = self._tasks[0].n_steps_per_permanent_checkpoint
-    return at_every(every) if every else None
+  def _permanent_default(self) -> Callable[[int], bool]:
+    return at_every(self._tasks[0].n_steps_per_permanent_checkpoint)
 
   @staticmethod
   def _best_metric(low: str | None, high: str | None) -> tuple[str, str] | None:
@@ -399,7 +398,8 @@ class Loop:
           with progress.pause():
             self.evaluate()
             evaluated_at = step
-        if not last and (self._checkpoint_at(step) or evaluated_at == step and self._best):
+        if not last and (self._checkpoint_at(step) or self._permanent_at(step)
+                         or evaluated_at == step and self._best):
           self._check_metrics()
           self._report(progress, everything=False)  # log what is due before the checkpoint:
           with progress.pause():                     # a crash after it must not lose it
@@ -564,6 +564,10 @@ class Loop:
       self._writer.flush()
       write_curves(self.output_dir)
     return results
+
+  def run_evals(self) -> dict[str, float]:
+    """Trax's name for `evaluate`."""
+    return self.evaluate()
 
   # ==== Checkpoints =============================================================================
 

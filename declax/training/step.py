@@ -8,6 +8,7 @@ batch has, weights of ones shaped like the targets are added, as Trax's inputs d
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,6 +131,17 @@ def batch_weight(model: nn.Module, batch: Batch) -> jax.Array:
 # ------------------------------------------------------------------------------------------------
 
 
+def takes_extra_args(optimizer: optax.GradientTransformation) -> bool:
+  """Whether `optimizer.update` accepts extra keyword arguments (`value=loss`)."""
+  if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+    return True
+  try:
+    parameters = inspect.signature(optimizer.update).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 def make_train_step(model: nn.Module, loss_layer: nn.Module,
                     optimizer: optax.GradientTransformation, *,
                     lr_schedule: Callable[[jax.Array], jax.Array] | None = None,
@@ -160,7 +172,8 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
     if task is None:
       grads, trained = grads[0], trained[0]
-    param_updates, opt_state = optimizer.update(grads, opt_state, trained, value=loss)
+    extra = {"value": loss} if takes_extra_args(optimizer) else {}
+    param_updates, opt_state = optimizer.update(grads, opt_state, trained, **extra)
     trained = optax.apply_updates(trained, param_updates)
     lr = current_learning_rate(opt_state)
     if lr is None:

@@ -77,6 +77,7 @@ def _two_task_loop(tmp_path=None, log=None, **kwargs):
               print_summary=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_two_tasks_share_the_body_and_train_their_own_heads():
   loop = _two_task_loop(which_task=lambda step: 0 if step <= 3 else 1)
   heads_before = jax.tree.map(np.asarray, loop.state.heads)

@@ -52,6 +52,7 @@ def test_ema_params_average_the_parameter_trajectory():
   assert float(params["w"]) == 4.0
 
 
+@pytest.mark.slow
 def test_evaluation_runs_on_the_ema_params_when_configured():
   tx = make_optimizer("sgd", 0.5, ema_decay=0.9)
   on_ema = Loop(classifier(), task(tx), eval_tasks=[eval_task()], **quiet(seed=2))
@@ -83,6 +84,7 @@ def test_plateau_fed_by_an_evaluation_metric_lowers_the_learning_rate():
   assert float(updates["w"]) == pytest.approx(-0.25)  # two halvings; the train value ignored
 
 
+@pytest.mark.slow
 def test_loop_feeds_the_plateau_and_logs_the_scaled_learning_rate():
   plateau_kwargs = dict(metric="eval/loss", patience=1, factor=0.5)
   tx = make_optimizer("sgd", 0.0, plateau_kwargs=plateau_kwargs)  # lr 0: eval loss never moves
@@ -145,6 +147,7 @@ def _trained_workdir(tmp_path, hidden=8):
   return loop
 
 
+@pytest.mark.slow
 def test_model_init_starts_from_a_workdirs_params_and_skips_a_new_head(tmp_path):
   pre = _trained_workdir(tmp_path)
   fresh = Loop(classifier(), task(optax.sgd(0.1)), **quiet(seed=7))
