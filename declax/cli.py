@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -199,8 +200,39 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(1)
 
 
+# XLA's CPU collectives abort the process ("Expected 4 threads to join the rendezvous, but
+# only 2 of them arrived on time") when one device's thread waits longer than this; with more
+# fake devices than cores, a loaded machine gets there. The abort cannot be caught, so the
+# timeout is raised up front.
+COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+
+
+def fake_device_flags(xla_flags: str, cores: int) -> tuple[str, str | None]:
+  """`(XLA_FLAGS to use, warning or None)` for `--xla_force_host_platform_device_count=N`:
+  with N > `cores`, the collectives' termination timeout is raised to 600 s (unless set)."""
+  match = re.search(r"--xla_force_host_platform_device_count=(\d+)", xla_flags)
+  n_devices = int(match.group(1)) if match else 1
+  if n_devices <= cores or COLLECTIVE_TIMEOUT_FLAG in xla_flags:
+    return xla_flags, None
+  warning = (f"declax: {n_devices} fake CPU devices on {cores} cores: XLA's all-reduce "
+             "rendezvous may abort the run when the device threads cannot all run in time "
+             f"(\"Expected {n_devices} threads to join the rendezvous\"); raising "
+             f"{COLLECTIVE_TIMEOUT_FLAG} to 600. Use at most {cores} devices "
+             f"(--xla_force_host_platform_device_count={cores}) for speed.")
+  return f"{xla_flags} {COLLECTIVE_TIMEOUT_FLAG}=600".strip(), warning
+
+
+def _guard_fake_devices() -> None:
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  flags_, warning = fake_device_flags(os.environ.get("XLA_FLAGS", ""), cores or 1)
+  if warning:  # before JAX starts its backend (the first device use)
+    os.environ["XLA_FLAGS"] = flags_
+    print(warning, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   """The console entry point (`declax-train`)."""
+  _guard_fake_devices()
   app.run(_run, argv=list(sys.argv if argv is None else argv), flags_parser=_parse_flags)
 
 

@@ -34,7 +34,7 @@ from declax.training.digests import array_digests, mismatched
 from declax.training.state import path_name, tree_signature
 
 __all__ = ["CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError",
-           "Checkpointer", "gather_json", "local_position"]
+           "Checkpointer", "OptimizerMismatchError", "gather_json", "local_position"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,19 @@ class CheckpointMismatchError(DeclaxError, ValueError):
     lines += _listing("different shape/dtype (checkpoint vs model)",
                       [f"{p}: {_fmt(c)} vs {_fmt(m)}" for p, c, m in mismatched])
     super().__init__("\n".join(lines))
+
+
+class OptimizerMismatchError(CheckpointMismatchError):
+  """A healthy checkpoint whose arrays match the model, but whose optimizer state is shaped
+  for another optimizer (adamw saved, adam now): not damage."""
+
+  def __init__(self, directory: str, detail: str):
+    self.directory, self.missing, self.unexpected, self.mismatched = directory, [], [], []
+    ValueError.__init__(
+        self, f"checkpoint {directory} was saved with a different optimizer (its optimizer "
+        f"state is structured differently: {detail}); it is not damaged and nothing was "
+        "restored. Resume with the optimizer that saved it (config.optimizer), or start a "
+        "new workdir from its parameters (config.model_init)")
 
 
 class CheckpointCorruptedError(DeclaxError, ValueError):
@@ -372,6 +385,8 @@ class Checkpointer:
       if data_state is not None and not isinstance(data_state, dict):
         raise TypeError(f"its data position is a {type(data_state).__name__}, not a dict")
     except Exception as error:  # noqa: BLE001 - the tree matched: unreadable files are damage
+      if "tree structures do not match" in str(error):  # same leaves, other optimizer nesting
+        raise OptimizerMismatchError(self._step_dir(step), _short(error, 200)) from error
       raise self._corrupted(step, _short(error)) from error
     self._verify(step, restored["state"], restored["meta"] if "meta" in items else None)
     return rebuild(restored["state"]), dict(data_state or {})

@@ -34,8 +34,8 @@ from declax.training.reporting import NonFiniteLossError
 from declax.training.step import run_model, run_on_stack
 
 __all__ = ["LoopClosedError", "NonFiniteStateError", "WorkdirInUseError", "check_eval_model",
-           "check_eval_setup", "check_keep_checkpoints", "check_n_steps", "claim_workdir",
-           "make_state_check"]
+           "check_eval_setup", "check_keep_checkpoints", "check_labels", "check_n_steps",
+           "claim_workdir", "make_state_check"]
 
 
 class LoopClosedError(DeclaxError, RuntimeError):
@@ -175,6 +175,34 @@ def check_eval_setup(eval_tasks: Sequence[Any], eval_steps: Sequence[Any], state
           f"eval task {index} cannot run on the eval model ({type(error).__name__}: {first}); "
           "checked before training so no work is lost. Fix its metrics (parameter-free "
           "layers taking model outputs + targets), its data or the eval_model") from error
+
+
+# ---- Labels against the classes ----------------------------------------------------------------
+
+
+def check_labels(model: nn.Module, variables: Any, batch: Sequence[Any], what: str) -> None:
+  """`ConfigError` if the integer targets of `batch` (the item after the model's inputs) fall
+  outside the model's output classes (its last axis): labels >= n_classes, token ids >=
+  vocab_size. Only the first batch is looked at."""
+  batch = [np.asarray(x) for x in batch]
+  if len(batch) <= model.n_in or batch[model.n_in].dtype.kind not in "iu":
+    return
+  targets = batch[model.n_in]
+  specs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in batch)
+  try:
+    output = jax.eval_shape(lambda v, b: run_model(model, v, b)[0][0], variables, specs)
+  except Exception:  # noqa: BLE001 - other checks (and the first step) name such failures
+    return
+  if (not jnp.issubdtype(output.dtype, jnp.inexact) or output.ndim != targets.ndim + 1
+      or targets.size == 0):
+    return
+  n_classes, high = output.shape[-1], int(targets.max())
+  if high >= n_classes:  # (negative labels may be a dataset's "ignore" marker: left alone)
+    raise ConfigError(
+        f"the {what} data's targets hold {high}, outside the model's {n_classes} classes "
+        f"(outputs {output.dtype}{list(output.shape)}; labels and token ids must be in [0, "
+        f"{n_classes})): set config.model.n_classes / vocab_size to at least {high + 1}, or "
+        "check the data's labels")
 
 
 # ---- The state a checkpoint may hold -------------------------------------------------------------

@@ -41,6 +41,7 @@ from declax.training.guards import (
   check_eval_model,
   check_eval_setup,
   check_keep_checkpoints,
+  check_labels,
   check_n_steps,
   claim_workdir,
   make_state_check,
@@ -164,6 +165,11 @@ class Loop:
     if start.step is not None:
       self._resume_data(start.step, start.data_state)
     self._compile_steps(start.shardings, o.rng_streams)
+    with sharding.mesh_context(self.mesh, self.rules):
+      check_labels(self.eval_model, self.state.variables, self._tasks[0].sample_batch,
+                   "training")
+      for task in self._eval_tasks:
+        check_labels(self.eval_model, self.state.variables, task.sample_batch, "eval")
     if self._eval_tasks:  # a bad eval setup fails now, not after training
       check_eval_setup(self._eval_tasks, self._eval_steps, self.state, self.mesh, self.rules)
     single = not self._multi

@@ -140,4 +140,12 @@ CATALOGUE: dict[str, str] = {
     "R24": "beyond config.train.steps=2: nothing was trained",
     "R25": "declax-train: error: config file ",
     "R26": "declax-train: error: --workdir is empty (an unset variable?)",
+    "R27": "was saved with a different optimizer (its optimizer state is structured "
+           "differently:",
+    "R29": "is a directory, but a run writes a file there; move it away, or use another output "
+           "directory",
+    "R30": "which does not exist; create the target or fix the link",
+    "R31": "4 fake CPU devices on 2 cores: XLA's all-reduce rendezvous may abort the run",
+    "R28": ", outside the model's 3 classes (outputs float32[8, 3]; labels and token ids must "
+           "be in [0, 3))",
 }

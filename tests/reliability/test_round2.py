@@ -368,3 +368,72 @@ def test_R25_R26_config_files_that_give_no_config_and_an_empty_workdir(tmp_path)
     assert str(tmp_path / name) in line
   expect("R26", cli(os.path.join(ROOT, "configs", "digits_mlp.py"), workdir=""))
   assert not os.path.exists(os.path.join(ROOT, ".declax.lock"))
+
+
+# ---- Clearer errors: another optimizer, labels beyond the classes -------------------------------
+
+
+def test_R27_adamw_to_adam_on_resume_is_a_different_optimizer_not_damage(tmp_path):
+  from declax.training.checkpoints import OptimizerMismatchError
+
+  def loop(name):
+    task = TrainTask(ArrayBatches(), tl.CrossEntropyLoss(), make_optimizer(name, 1e-2),
+                     n_steps_per_checkpoint=2)
+    return Loop(tiny_classifier(), task, output_dir=tmp_path, writers=MultiWriter([]),
+                print_summary=False)
+
+  first = loop("adamw")
+  first.run(2)
+  first.close()
+  with pytest.raises(OptimizerMismatchError) as info:
+    loop("adam")
+  expect("R27", info.value)
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+
+
+@pytest.mark.parametrize("where", ["training", "eval"])
+def test_R28_labels_beyond_the_model_classes(where):
+  data = ArrayBatches(n_classes=5)  # labels up to 4, the model has 3 classes
+  kwargs = {}
+  if where == "eval":
+    kwargs = dict(eval_tasks=[EvalTask(ArrayBatches(n_classes=5), [tl.Accuracy()])])
+    data = ArrayBatches()
+  with pytest.raises(ConfigError) as info:
+    make_loop(data=data, **kwargs)
+  expect("R28", info.value)
+  assert f"the {where} data" in str(info.value)
+
+
+# ---- Work directories with something in the way ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".declax.lock", "metrics.jsonl"])
+def test_R29_a_directory_where_a_run_writes_a_file(tmp_path, name):
+  from declax.training.workdir import WorkdirError
+
+  (tmp_path / name).mkdir()
+  with pytest.raises(WorkdirError) as info:
+    make_loop(tmp_path)
+  expect("R29", info.value)
+
+
+def test_R30_a_dangling_symlink_workdir(tmp_path):
+  from declax.training.workdir import WorkdirError
+
+  os.symlink(tmp_path / "gone", tmp_path / "run")
+  with pytest.raises(WorkdirError) as info:
+    make_loop(tmp_path / "run")
+  expect("R30", info.value)
+
+
+# ---- Flaky under load: XLA's rendezvous with too many fake devices ------------------------------
+
+
+def test_R31_too_many_fake_devices_for_the_cores_get_a_longer_collective_timeout():
+  from declax.cli import COLLECTIVE_TIMEOUT_FLAG, fake_device_flags
+
+  flags, warning = fake_device_flags("--xla_force_host_platform_device_count=4", cores=2)
+  expect("R31", warning)
+  assert f"{COLLECTIVE_TIMEOUT_FLAG}=600" in flags
+  assert fake_device_flags("--xla_force_host_platform_device_count=2", cores=2)[1] is None
+  assert fake_device_flags(flags, cores=2) == (flags, None)  # already set: left alone
