@@ -146,6 +146,12 @@ CATALOGUE: dict[str, str] = {
            "directory",
     "R30": "which does not exist; create the target or fix the link",
     "R31": "4 fake CPU devices on 2 cores: XLA's all-reduce rendezvous may abort the run",
+    "R32": "is a file, not a directory; set config.data.data_dir (or DECLAX_DATA_DIR / "
+           "TFDS_DATA_DIR) to a directory",
+    "R33": "split 'train[:0]' of dataset 'declax_digits' has no examples; choose a split with "
+           "data",
+    "R34": "cannot be read (RuntimeError:",
+    "R35": "it is prepared once into the data dir, which must be a writable directory",
     "R28": ", outside the model's 3 classes (outputs float32[8, 3]; labels and token ids must "
            "be in [0, 3))",
 }

@@ -437,3 +437,60 @@ def test_R31_too_many_fake_devices_for_the_cores_get_a_longer_collective_timeout
   assert f"{COLLECTIVE_TIMEOUT_FLAG}=600" in flags
   assert fake_device_flags("--xla_force_host_platform_device_count=2", cores=2)[1] is None
   assert fake_device_flags(flags, cores=2) == (flags, None)  # already set: left alone
+
+
+# ---- Datasets: damaged or missing files, a file as data dir, an empty split ---------------------
+
+
+def test_R32_a_file_as_data_dir(tmp_path):
+  import declax.data as dd
+  from declax.data.offline import DatasetUnavailableError
+
+  (tmp_path / "data").write_text("not a directory")
+  with pytest.raises(DatasetUnavailableError) as info:
+    dd.make_pipeline("declax_digits", "train", 8, data_dir=str(tmp_path / "data"))
+  expect("R32", info.value)
+
+
+def test_R33_an_empty_split(digits_dir):
+  import declax.data as dd
+  from declax.data.offline import DatasetUnavailableError
+
+  with pytest.raises(DatasetUnavailableError) as info:
+    dd.make_pipeline("declax_digits", "train[:0]", 8, data_dir=digits_dir)
+  expect("R33", info.value)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_R34_a_damaged_or_missing_prepared_file(digits_dir, tmp_path, damage):
+  import glob
+  import shutil
+
+  import declax.data as dd
+  from declax.data.offline import DatasetUnavailableError
+
+  copy = str(tmp_path / "tfds")
+  shutil.copytree(digits_dir, copy)
+  (shard,) = glob.glob(os.path.join(copy, "declax_digits", "*", "*-train.array_record-*"))
+  if damage == "missing":
+    os.remove(shard)
+  else:
+    with open(shard, "r+b") as f:
+      f.truncate(1000)
+  with pytest.raises(DatasetUnavailableError) as info:
+    next(iter(dd.make_pipeline("declax_digits", "train", 8, data_dir=copy, in_memory=False)))
+  expect("R34", info.value)
+
+
+def test_R35_a_data_dir_that_cannot_be_written_to_prepare(tmp_path, monkeypatch):
+  import declax.data as dd
+  import declax.data.sources as sources
+  from declax.data.offline import DatasetUnavailableError
+
+  def read_only(builder, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(tmp_path))
+
+  monkeypatch.setattr(sources, "download_and_prepare_or_explain", read_only)  # (tests run as
+  with pytest.raises(DatasetUnavailableError) as info:                          # root here)
+    dd.make_pipeline("declax_digits", "train", 8, data_dir=str(tmp_path))
+  expect("R35", info.value)
