@@ -194,7 +194,7 @@ def check_labels(model: nn.Module, variables: Any, batch: Sequence[Any], what: s
   except Exception:  # noqa: BLE001 - other checks (and the first step) name such failures
     return
   if (not jnp.issubdtype(output.dtype, jnp.inexact) or output.ndim != targets.ndim + 1
-      or targets.size == 0):
+      or output.shape[-1] == 1 or targets.size == 0):  # (one logit: binary 0/1 targets)
     return
   n_classes, high = output.shape[-1], int(targets.max())
   if high >= n_classes:  # (negative labels may be a dataset's "ignore" marker: left alone)
