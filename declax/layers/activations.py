@@ -1,8 +1,8 @@
 """Activation layers: element-wise (or last-axis) nonlinearities with Trax's names and arguments.
 
 Every activation is a parameter-free 1-in/1-out layer that keeps its input's shape (except `Glu`,
-which halves `axis`) and dtype. They are defined by one small factory, so each is a real class
-(`isinstance(layer, tl.Relu)`, printed as `Relu`) whose fields are Trax's arguments.
+which halves `axis`) and dtype: a `Layer` whose `forward` is one line and whose fields are
+Trax's arguments (so `isinstance(layer, tl.Relu)` holds and it prints as `Relu`).
 
 ```python
 model = tl.Serial(tl.Dense(8), tl.Relu(), tl.Dense(2), tl.LogSoftmax())
@@ -12,98 +12,166 @@ tl.LeakyRelu(a=0.2).apply({}, jnp.array([-1.0, 1.0]))   # [-0.2, 1.]
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
-from declax.layers.base import Layer, describe
-
-
-def _activation(name: str, fn: Callable, doc: str, **fields) -> type:
-  """Defines an activation layer class `name` computing `fn(x, **fields)`.
-
-  `fields` maps each of Trax's argument names to its default; they become dataclass fields.
-  """
-
-  def forward(self, x):
-    return fn(x, **{field: getattr(self, field) for field in fields})
-
-  namespace = {
-      "__module__": __name__, "__qualname__": name, "__doc__": doc, "forward": forward,
-      "__annotations__": {field: type(default) for field, default in fields.items()},
-      **fields,
-  }
-  return type(name, (Layer,), namespace)
-
-
-def _glu(x, axis):
-  if x.shape[axis] % 2:
-    raise ValueError(f"Glu splits axis {axis} in two halves; its size must be even, got "
-                     f"{describe([x])}")
-  return jax.nn.glu(x, axis=axis)
-
+from declax.layers.base import Layer
+from declax.layers.stack import describe
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_LAMBDA = 1.0507009873554804934193349852946
 
-Relu = _activation("Relu", jax.nn.relu, """Rectified linear unit: `max(x, 0)`.
+
+class Relu(Layer):
+  """Rectified linear unit: `max(x, 0)`.
 
   ```python
   tl.Relu().apply({}, jnp.array([-1.0, 2.0]))   # [0., 2.]
   ```
-  """)
-ParametricRelu = _activation(
-    "ParametricRelu", lambda x, a: jnp.maximum(a * x, 0), """`max(a * x, 0)`, a ReLU with slope
-  `a` for positive inputs (Trax's `ParametricRelu(a=1.)`).""", a=1.0)
-LeakyRelu = _activation("LeakyRelu", lambda x, a: jax.nn.leaky_relu(x, a), """`x` for `x >= 0`,
-  `a * x` otherwise.
+  """
+
+  def forward(self, x):
+    return jax.nn.relu(x)
+
+
+class ParametricRelu(Layer):
+  """`max(a * x, 0)`, a ReLU with slope `a` for positive inputs (Trax's `ParametricRelu(a=1.)`)."""
+
+  a: float = 1.0
+
+  def forward(self, x):
+    return jnp.maximum(self.a * x, 0)
+
+
+class LeakyRelu(Layer):
+  """`x` for `x >= 0`, `a * x` otherwise.
 
   ```python
   tl.LeakyRelu(a=0.1).apply({}, jnp.array([-1.0, 2.0]))   # [-0.1, 2.]
   ```
-  """, a=0.01)
-Elu = _activation("Elu", lambda x, a: jax.nn.elu(x, a), """Exponential linear unit: `x` for
-  `x > 0`, `a * (exp(x) - 1)` otherwise. `tl.Elu(a=1.)`.""", a=1.0)
-Selu = _activation(
-    "Selu", lambda x, alpha, lmbda: lmbda * jax.nn.elu(x, alpha), """Scaled ELU:
-  `lmbda * (x if x > 0 else alpha * (exp(x) - 1))`; the defaults are the self-normalising
-  constants (`jax.nn.selu`). `tl.Selu()`.""", alpha=_SELU_ALPHA, lmbda=_SELU_LAMBDA)
-Gelu = _activation("Gelu", lambda x: jax.nn.gelu(x, approximate=False), """Gaussian error
-  linear unit, exact: `x * Phi(x) = x / 2 * (1 + erf(x / sqrt(2)))`. `tl.Gelu()`; see also
-  `FastGelu`.""")
-FastGelu = _activation("FastGelu", lambda x: jax.nn.gelu(x, approximate=True), """The tanh
-  approximation of `Gelu`: `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`.
-  `tl.FastGelu()`.""")
-Sigmoid = _activation("Sigmoid", jax.nn.sigmoid, """Logistic sigmoid: `1 / (1 + exp(-x))`.
-  `tl.Sigmoid()`.""")
-Tanh = _activation("Tanh", jnp.tanh, """Hyperbolic tangent. `tl.Tanh()`.""")
-HardTanh = _activation("HardTanh", jax.nn.hard_tanh, """`clip(x, -1, 1)`. `tl.HardTanh()`.""")
-Softplus = _activation("Softplus", jax.nn.softplus, """`log(1 + exp(x))`, a smooth ReLU.
-  `tl.Softplus()`.""")
-Swish = _activation("Swish", jax.nn.swish, """`x * sigmoid(x)` (also called SiLU).
-  `tl.Swish()`.""")
-Softmax = _activation("Softmax", lambda x, axis: jax.nn.softmax(x, axis=axis), """Softmax
-  along `axis`: values become probabilities that sum to 1.
+  """
+
+  a: float = 0.01
+
+  def forward(self, x):
+    return jax.nn.leaky_relu(x, self.a)
+
+
+class Elu(Layer):
+  """Exponential linear unit: `x` for `x > 0`, `a * (exp(x) - 1)` otherwise. `tl.Elu(a=1.)`."""
+
+  a: float = 1.0
+
+  def forward(self, x):
+    return jax.nn.elu(x, self.a)
+
+
+class Selu(Layer):
+  """Scaled ELU: `lmbda * (x if x > 0 else alpha * (exp(x) - 1))`; the defaults are the
+  self-normalising constants (`jax.nn.selu`). `tl.Selu()`."""
+
+  alpha: float = _SELU_ALPHA
+  lmbda: float = _SELU_LAMBDA
+
+  def forward(self, x):
+    return self.lmbda * jax.nn.elu(x, self.alpha)
+
+
+class Gelu(Layer):
+  """Gaussian error linear unit, exact: `x * Phi(x) = x / 2 * (1 + erf(x / sqrt(2)))`.
+  `tl.Gelu()`; see also `FastGelu`."""
+
+  def forward(self, x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+class FastGelu(Layer):
+  """The tanh approximation of `Gelu`: `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`.
+  `tl.FastGelu()`."""
+
+  def forward(self, x):
+    return jax.nn.gelu(x, approximate=True)
+
+
+class Sigmoid(Layer):
+  """Logistic sigmoid: `1 / (1 + exp(-x))`. `tl.Sigmoid()`."""
+
+  def forward(self, x):
+    return jax.nn.sigmoid(x)
+
+
+class Tanh(Layer):
+  """Hyperbolic tangent. `tl.Tanh()`."""
+
+  def forward(self, x):
+    return jnp.tanh(x)
+
+
+class HardTanh(Layer):
+  """`clip(x, -1, 1)`. `tl.HardTanh()`."""
+
+  def forward(self, x):
+    return jax.nn.hard_tanh(x)
+
+
+class Softplus(Layer):
+  """`log(1 + exp(x))`, a smooth ReLU. `tl.Softplus()`."""
+
+  def forward(self, x):
+    return jax.nn.softplus(x)
+
+
+class Swish(Layer):
+  """`x * sigmoid(x)` (also called SiLU). `tl.Swish()`."""
+
+  def forward(self, x):
+    return jax.nn.swish(x)
+
+
+class Softmax(Layer):
+  """Softmax along `axis`: values become probabilities that sum to 1.
 
   ```python
   tl.Softmax().apply({}, jnp.zeros((2, 4)))   # every entry 0.25
   ```
-  """, axis=-1)
-LogSoftmax = _activation("LogSoftmax", lambda x, axis: jax.nn.log_softmax(x, axis=axis),
-                         """`x - logsumexp(x, axis)`: log-probabilities along `axis`.
+  """
+
+  axis: int = -1
+
+  def forward(self, x):
+    return jax.nn.softmax(x, axis=self.axis)
+
+
+class LogSoftmax(Layer):
+  """`x - logsumexp(x, axis)`: log-probabilities along `axis`.
 
   ```python
   model = tl.Serial(tl.Dense(10), tl.LogSoftmax())   # then tl.CrossEntropyLoss()
   ```
-  """, axis=-1)
-Glu = _activation("Glu", _glu, """Gated linear unit: splits `axis` (default -1) into halves
-  `a, b` and returns `a * sigmoid(b)`, so `(..., 2n) -> (..., n)`.
+  """
+
+  axis: int = -1
+
+  def forward(self, x):
+    return jax.nn.log_softmax(x, axis=self.axis)
+
+
+class Glu(Layer):
+  """Gated linear unit: splits `axis` (default -1) into halves `a, b` and returns
+  `a * sigmoid(b)`, so `(..., 2n) -> (..., n)`.
 
   ```python
   tl.Glu().apply({}, jnp.ones((2, 8))).shape   # (2, 4)
   ```
-  """, axis=-1)
+  """
+
+  axis: int = -1
+
+  def forward(self, x):
+    if x.shape[self.axis] % 2:
+      raise ValueError(f"Glu splits axis {self.axis} in two halves; its size must be even, got "
+                       f"{describe([x])}")
+    return jax.nn.glu(x, axis=self.axis)
 
 
 __all__ = [

@@ -32,17 +32,15 @@ import jax
 import jax.numpy as jnp
 
 from declax.layers.attention_kernel import dot_product_attention
-from declax.layers.base import Layer, constrain, param_init
+from declax.layers.base import Layer
+from declax.layers.dtypes import promote_dtype
+from declax.layers.partitioning import constrain, param_init
 
 __all__ = ["Attention", "AttentionQKV", "CausalAttention", "PaddingMask"]
 
 
 def _kw(default: Any) -> Any:
   return dataclasses.field(default=default, kw_only=True)
-
-
-def _check_shape(x: jax.Array, shape: tuple, message: str) -> None:
-  chex.assert_shape(x, shape, custom_message=message)
 
 
 class _MultiHeadAttention(Layer):
@@ -78,8 +76,8 @@ class _MultiHeadAttention(Layer):
     return self.d_feature // self.n_heads
 
   def _check_sequence(self, x: jax.Array, what: str) -> None:
-    _check_shape(x, (None, None, self.d_feature),
-                 f"{what} must be (batch, length, d_feature={self.d_feature})")
+    chex.assert_shape(x, (None, None, self.d_feature),
+                      custom_message=f"{what} must be (batch, length, d_feature={self.d_feature})")
 
   def _check_mask(self, mask: jax.Array) -> None:
     chex.assert_rank(mask, 4, custom_message="mask must be 4-d, e.g. (batch, 1, 1, length) "
@@ -94,10 +92,10 @@ class _MultiHeadAttention(Layer):
     if self.use_bias:
       bias = self.param(f"{name}_bias", param_init(self.bias_initializer, self.qkv_bias_axes),
                         shape[1:], self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = jnp.einsum("btd,dnh->btnh", x, kernel)
     if bias is not None:
-      y = y + bias
+      y = y + jax.lax.broadcast_to_rank(bias, y.ndim)
     return constrain(y, self.qkv_activation_axes)
 
   def _output(self, y: jax.Array) -> jax.Array:
@@ -109,10 +107,10 @@ class _MultiHeadAttention(Layer):
     if self.use_bias:
       bias = self.param("out_bias", param_init(self.bias_initializer, self.out_bias_axes),
                         shape[-1:], self.param_dtype)
-    y, kernel, bias = nn.dtypes.promote_dtype(y, kernel, bias, dtype=self.dtype)
+    y, kernel, bias = promote_dtype(y, kernel, bias, dtype=self.dtype)
     out = jnp.einsum("btnh,nhd->btd", y, kernel)
     if bias is not None:
-      out = out + bias
+      out = out + jax.lax.broadcast_to_rank(bias, out.ndim)
     return constrain(out, self.out_activation_axes)
 
   def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
@@ -154,21 +152,18 @@ class AttentionQKV(_MultiHeadAttention):
 
   mode: str = "train"
 
-  @property
-  def n_in(self) -> int:
-    return 4
+  n_in = 4
+  n_out = 2
 
-  @property
-  def n_out(self) -> int:
-    return 2
-
-  @nn.compact
-  def forward(self, queries, keys, values, mask):
+  def contract(self, queries, keys, values, mask):
     self._check_sequence(queries, "queries")
     self._check_sequence(keys, "keys")
     chex.assert_equal_shape((keys, values), custom_message="keys and values")
     chex.assert_equal_shape_prefix((queries, keys), 1, custom_message="batch size of queries/keys")
     self._check_mask(mask)
+
+  @nn.compact
+  def forward(self, queries, keys, values, mask):
     q = self._project(queries, "query")
     k = self._project(keys, "key")
     v = self._project(values, "value")
@@ -196,18 +191,15 @@ class Attention(_MultiHeadAttention):
 
   mode: str = "train"
 
-  @property
-  def n_in(self) -> int:
-    return 2
+  n_in = 2
+  n_out = 2
 
-  @property
-  def n_out(self) -> int:
-    return 2
+  def contract(self, x, mask):
+    self._check_sequence(x, "x")
+    self._check_mask(mask)
 
   @nn.compact
   def forward(self, x, mask):
-    self._check_sequence(x, "x")
-    self._check_mask(mask)
     q, k, v = (self._project(x, name) for name in ("query", "key", "value"))
     return self._output(self._attend(q, k, v, mask, is_causal=False)), mask
 
@@ -242,9 +234,11 @@ class CausalAttention(_MultiHeadAttention):
   max_inference_length: int = 2048
   mode: str = "train"
 
+  def contract(self, x):
+    self._check_sequence(x, "x")
+
   @nn.compact
   def forward(self, x):
-    self._check_sequence(x, "x")
     q, k, v = (self._project(x, name) for name in ("query", "key", "value"))
     if self.mode == "predict":
       y = self._decode(q, k, v)
@@ -259,15 +253,15 @@ class CausalAttention(_MultiHeadAttention):
       raise ValueError(f"CausalAttention: {length} positions do not fit in the cache of "
                        f"max_inference_length={size}")
     shape = (batch, size, n_heads, d_head)
+    is_initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
     cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
     index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
-    if self.is_initializing():
+    if not is_initialized:
       return self._attend(q, k, v, None, is_causal=True)
-    if cached_key.value.shape != shape:
-      raise ValueError(f"CausalAttention: the cache holds keys of shape "
-                       f"{cached_key.value.shape}, but this call's keys need {shape} "
-                       "(was the model initialized with another batch size?)")
+    chex.assert_shape(cached_key.value, shape, exception_type=ValueError, custom_message=(
+        f"CausalAttention: the cache holds keys of shape {cached_key.value.shape}, but this "
+        f"call's keys need {shape} (was the model initialized with another batch size?)"))
     start = index.value
     cached_key.value = jax.lax.dynamic_update_slice(
         cached_key.value, k.astype(cached_key.value.dtype), (0, start, 0, 0))
@@ -295,6 +289,8 @@ class PaddingMask(Layer):
   def default_label(self) -> str:
     return f"PaddingMask({self.pad})"
 
-  def forward(self, x):
+  def contract(self, x):
     chex.assert_rank(x, 2, custom_message="PaddingMask expects token ids (batch, length)")
+
+  def forward(self, x):
     return (x != self.pad)[:, None, None, :]

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from declax.layers.dtypes import at_least_float32
+
 __all__: list[str] = []  # used through declax.layers.attention
 
 
@@ -53,7 +55,7 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array,
                         1.0 / float(np.sqrt(query.shape[-1])))
     return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
                                         implementation=implementation)
-  logits_dtype = jnp.promote_types(query.dtype, jnp.float32)
+  logits_dtype = at_least_float32(query)
   logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=logits_dtype)
   logits = logits * jnp.asarray(1.0 / np.sqrt(query.shape[-1]), logits_dtype)
   keep = _visible(mask, is_causal, 0, logits.shape[-2], logits.shape[-1])
@@ -100,6 +102,8 @@ def _visible(mask: jax.Array | None, is_causal: bool, t0: int, t1: int, s1: int)
       mask = mask[..., t0:t1, :]
     if mask.shape[-1] != 1:
       mask = mask[..., :s1]
+    if keep is not None:
+      keep = jax.lax.broadcast_to_rank(keep, mask.ndim)
     keep = mask if keep is None else jnp.logical_and(mask, keep)
   return keep
 

@@ -1,29 +1,27 @@
 """Combinators that compose layers over the data stack, with Trax's semantics and argument names.
 
-Loops and branches over time or data (`Scan`, `Cond`, `Chunk`, `BatchLeadingAxes`,
-`Bidirectional`) live in `declax.layers.control_flow`.
+All of them move items with the helpers of `declax.layers.stack` (`run_serial`,
+`inputs_from_stack`, `outputs_onto_stack`, `stack_arity`). Parameter-free stack operations are
+`Fn` one-liners, as in Trax. Loops and branches over time or data (`Scan`, `Cond`, `Chunk`,
+`BatchLeadingAxes`, `Bidirectional`, `ScanLayers`) live in `declax.layers.control_flow`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax.numpy as jnp
 
-from declax.layers.base import Layer, LayerError, flatten_layers
-
-
-def stack_arity(layers: Sequence[Layer]) -> tuple[int, int]:
-  """`(n_in, n_out)` of running `layers` one after the other on the stack (Trax's arithmetic)."""
-  total, needed = 0, 0
-  for layer in layers:
-    total += layer.n_in
-    needed = max(needed, total)
-    total -= layer.n_out
-  return needed, needed - total
+from declax.layers.base import Layer, LayerError
+from declax.layers.stack import (
+    flatten_layers,
+    inputs_from_stack,
+    outputs_onto_stack,
+    run_serial,
+    stack_arity,
+)
 
 
 def _as_layer(item: Any) -> Layer:
@@ -33,6 +31,27 @@ def _as_layer(item: Any) -> Layer:
   return item
 
 
+def positional_layers(convert: Callable[[list], list] = flatten_layers) -> Callable[[type], type]:
+  """Class decorator: `Cls(a, b, [c], **fields)` fills the `layers` field with `convert([a, b,
+  [c]])` (by default nested lists flattened). Linen's `clone()` passes `layers=` back by keyword,
+  which is converted the same way. Subclasses repeat the decorator (Linen regenerates
+  `__init__` for each dataclass).
+  """
+  def decorate(cls: type) -> type:
+    dataclass_init = cls.__init__
+
+    def __init__(self, *layers, **fields):
+      layers = tuple(convert([*layers, *fields.pop("layers", ())]))
+      dataclass_init(self, layers=layers, **fields)
+
+    __init__.__doc__ = cls.__doc__
+    cls.__init__ = __init__
+    return cls
+
+  return decorate
+
+
+@positional_layers()
 class Serial(Layer):
   """Runs layers one after another; each pops its `n_in` items and pushes its `n_out` items.
 
@@ -49,10 +68,6 @@ class Serial(Layer):
 
   layers: tuple = ()
 
-  @staticmethod
-  def _trax_args(*layers, **fields):
-    return {**fields, "layers": tuple(flatten_layers([*layers, *fields.pop("layers", ())]))}
-
   @property
   def n_in(self) -> int:
     return stack_arity(self.layers)[0] if self.layers else 1
@@ -68,13 +83,10 @@ class Serial(Layer):
     return super()._check_arity(items)
 
   def forward(self, *items):
-    stack = list(items)
-    for layer in self.layers:
-      outputs = self.call_child(layer, stack[: layer.n_in])
-      stack = list(outputs) + stack[layer.n_in :]
-    return tuple(stack)
+    return run_serial(self, self.layers, items)
 
 
+@positional_layers(lambda items: [_as_layer(x) for x in items])
 class Parallel(Layer):
   """Applies layers to consecutive spans of the stack and concatenates their outputs.
 
@@ -87,10 +99,6 @@ class Parallel(Layer):
   """
 
   layers: tuple = ()
-
-  @staticmethod
-  def _trax_args(*layers, **fields):
-    return {**fields, "layers": tuple(_as_layer(x) for x in [*layers, *fields.pop("layers", ())])}
 
   def __post_init__(self):
     if len(self.layers) < 2:
@@ -109,13 +117,14 @@ class Parallel(Layer):
     return sum(layer.n_out for layer in self.layers)
 
   def forward(self, *items):
-    outputs, start = [], 0
+    outputs, stack = (), items
     for layer in self.layers:
-      outputs.extend(self.call_child(layer, items[start : start + layer.n_in]))
-      start += layer.n_in
-    return tuple(outputs)
+      outputs += self.call_child(layer, inputs_from_stack(stack, layer.n_in))
+      stack = outputs_onto_stack((), stack, layer.n_in)
+    return outputs
 
 
+@positional_layers(lambda items: [_as_layer(x) for x in items])
 class Branch(Layer):
   """Runs each layer on copies of the top of the stack and concatenates their outputs.
 
@@ -128,7 +137,6 @@ class Branch(Layer):
   """
 
   layers: tuple = ()
-  _trax_args = Parallel._trax_args
 
   def __post_init__(self):
     if not self.layers:
@@ -144,10 +152,8 @@ class Branch(Layer):
     return sum(layer.n_out for layer in self.layers)
 
   def forward(self, *items):
-    outputs = []
-    for layer in self.layers:
-      outputs.extend(self.call_child(layer, items[: layer.n_in]))
-    return tuple(outputs)
+    return sum((self.call_child(layer, inputs_from_stack(items, layer.n_in))
+                for layer in self.layers), ())
 
 
 class Select(Layer):
@@ -161,22 +167,15 @@ class Select(Layer):
   """
 
   indices: Sequence[int] = ()
-  n_in_: int | None = dataclasses.field(default=None, kw_only=True)
-
-  @staticmethod
-  def _trax_args(indices: Sequence[int] = (), n_in: int | None = None, **fields):
-    return {"n_in_": n_in, **fields, "indices": tuple(indices)}
+  n_in: int | None = None
 
   def __post_init__(self):
-    if self.n_in_ is not None and self.indices and max(self.indices) >= self.n_in_:
-      raise ValueError(f"Select: index {max(self.indices)} is out of range for n_in={self.n_in_}")
+    object.__setattr__(self, "indices", tuple(self.indices))
+    if self.n_in is None:
+      object.__setattr__(self, "n_in", max(self.indices) + 1 if self.indices else 0)
+    elif self.indices and max(self.indices) >= self.n_in:
+      raise ValueError(f"Select: index {max(self.indices)} is out of range for n_in={self.n_in}")
     super().__post_init__()
-
-  @property
-  def n_in(self) -> int:
-    if self.n_in_ is not None:
-      return self.n_in_
-    return max(self.indices) + 1 if self.indices else 0
 
   @property
   def n_out(self) -> int:
@@ -190,6 +189,7 @@ class Select(Layer):
     return tuple(items[i] for i in self.indices)
 
 
+@positional_layers()
 class Residual(Layer):
   """Adds a shortcut around layers: `shortcut(x) + layers(x)`, the shortcut being the identity.
 
@@ -202,38 +202,31 @@ class Residual(Layer):
 
   layers: tuple = ()
   shortcut: Layer | None = None
-  _trax_args = Serial._trax_args
 
   def __post_init__(self):
     if not self.layers:
       raise ValueError("Residual needs at least one sublayer")
     super().__post_init__()
 
-  def _arity(self) -> tuple[int, int]:
-    main_in, main_out = stack_arity(self.layers)
-    short_in, short_out = (1, 1) if self.shortcut is None else (
-        self.shortcut.n_in, self.shortcut.n_out)
-    return max(main_in, short_in), short_out + main_out - 1
+  def _arity(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    """`(n_in, n_out)` of the main path and of the shortcut."""
+    short = (1, 1) if self.shortcut is None else (self.shortcut.n_in, self.shortcut.n_out)
+    return stack_arity(self.layers), short
 
   @property
   def n_in(self) -> int:
-    return self._arity()[0]
+    (main_in, _), (short_in, _) = self._arity()
+    return max(main_in, short_in)
 
   @property
   def n_out(self) -> int:
-    return self._arity()[1]
+    (_, main_out), (_, short_out) = self._arity()
+    return short_out + main_out - 1
 
   def forward(self, *items):
-    main = list(items)
-    for layer in self.layers:
-      outputs = self.call_child(layer, main[: layer.n_in])
-      main = list(outputs) + main[layer.n_in :]
-    main_in, main_out = stack_arity(self.layers)
-    main = main[:main_out]
-    if self.shortcut is None:
-      short = [items[0]]
-    else:
-      short = list(self.call_child(self.shortcut, items[: self.shortcut.n_in]))
+    main = run_serial(self, self.layers, items)[: self._arity()[0][1]]
+    short = (items[0],) if self.shortcut is None else self.call_child(
+        self.shortcut, inputs_from_stack(items, self.shortcut.n_in))
     stacked = short + main
     return (stacked[0] + stacked[1], *stacked[2:])
 
@@ -266,24 +259,14 @@ class SerialWithSideOutputs(Layer):
 
   @property
   def n_in(self) -> int:
-    total, needed = 0, 0
-    for layer in self.layers:
-      total += layer.n_in
-      needed = max(needed, total)
-      total -= layer.n_out - self.n_side_outputs
-    return needed
+    return stack_arity(self.layers, self.n_side_outputs)[0]
 
   @property
   def n_out(self) -> int:
-    return self.n_in + sum(layer.n_out - layer.n_in for layer in self.layers)
+    return stack_arity(self.layers, self.n_side_outputs)[1]
 
   def forward(self, *items):
-    stack = list(items)
-    for layer in self.layers:
-      outputs = self.call_child(layer, stack[: layer.n_in])
-      split = layer.n_out - self.n_side_outputs
-      stack = list(outputs[:split]) + stack[layer.n_in :] + list(outputs[split:])
-    return tuple(stack)
+    return run_serial(self, self.layers, items, n_side_outputs=self.n_side_outputs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,15 +285,9 @@ class Fn(Layer):
   ```
   """
 
-  fn_name: str = "Fn"
+  fn_name: str = "Fn"  # Trax's `name` (Linen's `name=` stays the module name)
   f: Callable | None = None
-  n_out_: int = dataclasses.field(default=1, kw_only=True)
-
-  @staticmethod
-  def _trax_args(name: str | None = None, f: Callable | None = None, n_out: int = 1, **fields):
-    if "fn_name" in fields:  # Linen's clone() passes the dataclass fields back by keyword
-      return {**fields, "name": name, "f": f}
-    return {**fields, "fn_name": name, "f": f, "n_out_": n_out}
+  n_out: int = 1
 
   def __post_init__(self):
     if not callable(self.f):
@@ -331,10 +308,6 @@ class Fn(Layer):
     return len(inspect.signature(self.f).parameters)
 
   @property
-  def n_out(self) -> int:
-    return self.n_out_
-
-  @property
   def default_label(self) -> str:
     return self.fn_name
 
@@ -342,29 +315,39 @@ class Fn(Layer):
     return self.f(*items)
 
 
-def _fixed(label: str, n_in: int, n_out: int, fn: Callable, doc: str) -> type:
-  """Defines a parameter-free layer class with a fixed arity (Dup, Swap, Add, ...)."""
-
-  def forward(self, *items):
-    return fn(*items)
-
-  cls = type(label, (Layer,), {
-      "__module__": __name__, "__doc__": doc, "forward": forward,
-      "n_in": property(lambda self: n_in), "n_out": property(lambda self: n_out),
-      "__annotations__": {},
-  })
-  return cls
+def Dup(**kwargs) -> Fn:
+  """Duplicates the top item: `x -> (x, x)`."""
+  return Fn("Dup", lambda x: (x, x), n_out=2, **kwargs)
 
 
-Dup = _fixed("Dup", 1, 2, lambda x: (x, x), "Duplicates the top item: `x -> (x, x)`.")
-Swap = _fixed("Swap", 2, 2, lambda x0, x1: (x1, x0), "Swaps the top two items.")
-Drop = _fixed("Drop", 1, 0, lambda x: (), "Removes the top item.")
-Add = _fixed("Add", 2, 1, lambda x0, x1: x0 + x1, "Adds the top two items: `x0 + x1`.")
-SubtractTop = _fixed("SubtractTop", 2, 1, lambda x0, x1: x1 - x0,
-                     "Subtracts the top item from the second: `x1 - x0`.")
-Multiply = _fixed("Multiply", 2, 1, lambda x0, x1: x0 * x1, "Multiplies the top two items.")
-Gate = _fixed("Gate", 3, 1, lambda m, g, c: g * m + (1.0 - g) * c,
-              "Gated mix of `(memory, gate, candidate)`: `gate * memory + (1 - gate) * candidate`.")
+def Swap(**kwargs) -> Fn:
+  """Swaps the top two items."""
+  return Fn("Swap", lambda x0, x1: (x1, x0), n_out=2, **kwargs)
+
+
+def Drop(**kwargs) -> Fn:
+  """Removes the top item."""
+  return Fn("Drop", lambda x: (), n_out=0, **kwargs)
+
+
+def Add(**kwargs) -> Fn:
+  """Adds the top two items: `x0 + x1`."""
+  return Fn("Add", lambda x0, x1: x0 + x1, **kwargs)
+
+
+def SubtractTop(**kwargs) -> Fn:
+  """Subtracts the top item from the second: `x1 - x0`."""
+  return Fn("SubtractTop", lambda x0, x1: x1 - x0, **kwargs)
+
+
+def Multiply(**kwargs) -> Fn:
+  """Multiplies the top two items."""
+  return Fn("Multiply", lambda x0, x1: x0 * x1, **kwargs)
+
+
+def Gate(**kwargs) -> Fn:
+  """Gated mix of `(memory, gate, candidate)`: `gate * memory + (1 - gate) * candidate`."""
+  return Fn("Gate", lambda m, g, c: g * m + (1.0 - g) * c, **kwargs)
 
 
 class Concatenate(Layer):
@@ -415,5 +398,5 @@ class Split(Layer):
 __all__ = [
     "Add", "Branch", "Concatenate", "Drop", "Dup", "Fn", "Gate", "LayerError", "Multiply",
     "Parallel", "Residual", "Select", "Serial", "SerialWithSideOutputs", "Split", "SubtractTop",
-    "Swap", "stack_arity",
+    "Swap", "positional_layers", "stack_arity",
 ]

@@ -1,4 +1,5 @@
-"""Combinators that loop or branch: `Scan`, `Cond`, `Chunk`, `BatchLeadingAxes`, `Bidirectional`.
+"""Combinators that loop or branch: `Scan`, `ScanLayers`, `Cond`, `Chunk`, `BatchLeadingAxes`,
+`Bidirectional`.
 
 They lower to `jax.lax.scan` / `jax.lax.cond` through Linen's lifted transforms, so parameters
 are shared across loop steps and everything compiles to one XLA loop or branch.
@@ -84,12 +85,13 @@ class Scan(SameArityAsLayer):
   def forward(self, *items):
     n_xs = self.layer.n_in - self.n_carry
     xs, carry = items[:n_xs], items[n_xs:]
-    cached = None
+    cached, is_initialized = None, False
     if self.mode == "predict" and self.n_carry:
+      is_initialized = self.has_variable("cache", "carry")
       cached = self.variable("cache", "carry", lambda: tuple(carry))
       carry = cached.value
     new_carry, ys = _scan_layer(self, carry, xs, self.axis, self.remat)
-    if cached is not None and not self.is_initializing():
+    if is_initialized:
       cached.value = new_carry
     return (*ys, *new_carry)
 
@@ -234,4 +236,48 @@ class Bidirectional(Layer):
     return self.call_child(self.merge_layer, ahead + behind)
 
 
-__all__ = ["BatchLeadingAxes", "Bidirectional", "Chunk", "Cond", "Scan"]
+class ScanLayers(SameArityAsLayer):
+  """`n_layers` copies of `layer` applied one after another, compiled as one `jax.lax.scan`.
+
+  Same function as `Serial(layer_1, ..., layer_n)` with independent parameters, but the layer
+  is traced once, so compile time stays flat in `n_layers`. Every variable of `layer` gets a
+  leading axis of size `n_layers` (logical name `'layers'`): parameters, and in `'predict'`
+  mode the decoding caches. `layer` must keep the stack's size (`n_in == n_out`); all its
+  inputs are carried from one layer to the next. Dropout keys differ per layer.
+
+  ```python
+  blocks = ScanLayers(DecoderBlock(...), n_layers=6)   # prints as ScanLayers_6[ DecoderBlock[..] ]
+  ```
+  """
+
+  layer: Layer
+  n_layers: int = 1
+
+  def __post_init__(self):
+    if self.layer.n_in != self.layer.n_out:
+      raise ValueError(f"ScanLayers: {self.layer.header} must have n_in == n_out to be "
+                       f"repeated, has {self.layer.n_in} -> {self.layer.n_out}")
+    if self.n_layers < 1:
+      raise ValueError(f"ScanLayers: n_layers must be >= 1, got {self.n_layers}")
+    super().__post_init__()
+
+  @property
+  def default_label(self) -> str:
+    return f"ScanLayers_{self.n_layers}"
+
+  def forward(self, *items):
+    def body(mdl: ScanLayers, carry: tuple):
+      return tuple(mdl.call_child(mdl.layer, carry)), None
+
+    scan = nn.scan(
+        body,
+        variable_axes={"params": 0, "cache": 0, "batch_stats": 0, "intermediates": 0},
+        split_rngs={"params": True, "dropout": True},
+        length=self.n_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    carry, _ = scan(self, tuple(items))
+    return carry
+
+
+__all__ = ["BatchLeadingAxes", "Bidirectional", "Chunk", "Cond", "Scan", "ScanLayers"]

@@ -7,12 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
-from declax.layers.base import Layer, describe, param_init
+from declax.layers.base import Layer
 from declax.layers.core import stored_param_shape
+from declax.layers.dtypes import promote_dtype
+from declax.layers.partitioning import param_init
+from declax.layers.stack import describe
 
 _LAYOUTS = {1: "(batch, length, channels)", 2: "(batch, height, width, channels)",
             3: "(batch, depth, height, width, channels)"}
@@ -46,10 +51,10 @@ def _padding(padding: Any, n: int) -> Any:
 
 
 def _check_rank(x, n: int) -> None:
-  if jnp.ndim(x) != n + 2:
-    layout = _LAYOUTS.get(n, f"(batch, {n} spatial axes, channels)")
-    raise ValueError(f"expects inputs of rank {n + 2} {layout} for a {n}-D window, "
-                     f"got {describe([x])}")
+  layout = _LAYOUTS.get(n, f"(batch, {n} spatial axes, channels)")
+  chex.assert_rank(x, n + 2, exception_type=ValueError,
+                   custom_message=f"expects inputs of rank {n + 2} {layout} for a "
+                   f"{n}-D window, got {describe([x])}")
 
 
 class Conv(Layer):
@@ -101,23 +106,26 @@ class Conv(Layer):
     rank = len(self.kernel_size) + 2
     return axes if len(axes) == rank else (None,) * (rank - len(axes)) + axes
 
+  def contract(self, x):
+    _check_rank(x, len(self.kernel_size))
+    stored = stored_param_shape(self, "kernel")
+    if stored is not None:
+      chex.assert_axis_dimension(x, -1, stored[-2], exception_type=ValueError,
+                                 custom_message=(
+          f"input {describe([x])} has {x.shape[-1]} channels, but the kernel has shape {stored} "
+          f"(kernel_size + (in_channels={stored[-2]}, filters))"))
+
   @nn.compact
   def forward(self, x):
     n = len(self.kernel_size)
-    _check_rank(x, n)
-    in_channels = x.shape[-1]
-    kernel_shape = self.kernel_size + (in_channels, self.filters)
-    stored = stored_param_shape(self, "kernel")
-    if stored is not None and stored != kernel_shape:
-      raise ValueError(f"input {describe([x])} has {in_channels} channels, but the kernel has "
-                       f"shape {stored} (kernel_size + (in_channels={stored[-2]}, filters))")
+    kernel_shape = self.kernel_size + (x.shape[-1], self.filters)
     kernel = self.param("kernel", param_init(self.kernel_initializer, self._kernel_axes()),
                         kernel_shape, self.param_dtype)
     bias = None
     if self.use_bias:
       bias = self.param("bias", param_init(self.bias_initializer, self.bias_axes),
                         (self.filters,), self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     spatial = tuple(range(1, n + 1))
     numbers = lax.ConvDimensionNumbers(
         lhs_spec=(0, n + 1) + spatial, rhs_spec=(n + 1, n) + tuple(range(n)),
@@ -131,7 +139,7 @@ class Conv(Layer):
     if 0 in y.shape[1 : n + 1]:
       raise ValueError(f"input {describe([x])} is too small for kernel_size={self.kernel_size} "
                        f"with padding {self.padding!r}: the output {describe([y])} is empty")
-    return y if bias is None else y + bias
+    return y if bias is None else y + lax.broadcast_to_rank(bias, y.ndim)
 
 
 class _Pool(Layer):
@@ -151,8 +159,10 @@ class _Pool(Layer):
       object.__setattr__(self, "padding", _padding(self.padding, len(size)))
     super().__post_init__()
 
-  def _window(self, x) -> dict:
+  def contract(self, x):
     _check_rank(x, len(self.pool_size))
+
+  def _window(self, x) -> dict:
     return {"window_shape": self.pool_size, "strides": self.strides,
             "padding": _padding(self.padding, len(self.pool_size))}
 
@@ -188,7 +198,8 @@ class AvgPool(_Pool):
   count_include_pad: bool = False
 
   def forward(self, x):
-    return nn.avg_pool(x, count_include_pad=self.count_include_pad, **self._window(x))
+    with jax.numpy_dtype_promotion("standard"):  # Flax divides by float counts (ints: floats)
+      return nn.avg_pool(x, count_include_pad=self.count_include_pad, **self._window(x))
 
 
 class SumPool(_Pool):

@@ -11,13 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from declax.layers.base import Layer, describe, param_init
+from declax.layers.base import Layer
+from declax.layers.combinators import Fn
+from declax.layers.dtypes import promote_dtype
+from declax.layers.partitioning import param_init
+from declax.layers.stack import describe
 
 _DROPOUT_MODES = ("train",)
 
@@ -74,25 +79,28 @@ class Dense(Layer):
   def default_label(self) -> str:
     return f"Dense_{self.n_units}"
 
+  def contract(self, x):
+    if jnp.ndim(x) == 0:  # (chex has no lower bound on the rank)
+      raise ValueError(f"expects inputs of shape (..., d_in), got a scalar {describe([x])}")
+    stored = stored_param_shape(self, "kernel")
+    if stored is not None:
+      chex.assert_axis_dimension(x, -1, stored[0], exception_type=ValueError,
+                                 custom_message=(
+          f"input {describe([x])} has {x.shape[-1]} features on its last axis, but the kernel is "
+          f"{_describe_shape(stored, self.param_dtype)} (inputs (..., {stored[0]}))"))
+
   @nn.compact
   def forward(self, x):
-    if jnp.ndim(x) == 0:
-      raise ValueError(f"expects inputs of shape (..., d_in), got a scalar {describe([x])}")
     d_in = x.shape[-1]
-    stored = stored_param_shape(self, "kernel")
-    if stored is not None and stored[0] != d_in:
-      raise ValueError(f"input {describe([x])} has {d_in} features on its last axis, but the "
-                       f"kernel is {_describe_shape(stored, self.param_dtype)} (inputs "
-                       f"(..., {stored[0]}))")
     kernel = self.param("kernel", param_init(self.kernel_initializer, self.kernel_axes),
                         (d_in, self.n_units), self.param_dtype)
     bias = None
     if self.use_bias:
       bias = self.param("bias", param_init(self.bias_initializer, self.bias_axes),
                         (self.n_units,), self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
-    return y if bias is None else y + bias
+    return y if bias is None else y + lax.broadcast_to_rank(bias, y.ndim)
 
 
 _OUT_OF_RANGE = ("clip", "fill", "raise")
@@ -140,14 +148,16 @@ class Embedding(Layer):
   def default_label(self) -> str:
     return f"Embedding_{self.vocab_size}_{self.d_feature}"
 
+  def contract(self, ids):
+    chex.assert_type(ids, int, exception_type=TypeError, custom_message=(
+        f"ids must have an integer dtype, got {describe([ids])}; cast them with "
+        "ids.astype(jnp.int32)"))
+
   @nn.compact
   def forward(self, ids):
-    if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
-      raise TypeError(f"ids must have an integer dtype, got {jnp.result_type(ids)} "
-                      f"({describe([ids])}); cast them with ids.astype(jnp.int32)")
     table = self.param("embedding", param_init(self.kernel_initializer, self.kernel_axes),
                        (self.vocab_size, self.d_feature), self.param_dtype)
-    (table,) = nn.dtypes.promote_dtype(table, dtype=self.dtype)
+    (table,) = promote_dtype(table, dtype=self.dtype)
     in_range = (ids >= 0) & (ids < self.vocab_size)
     if self.out_of_range == "raise" and not isinstance(ids, jax.core.Tracer):
       bad = np.asarray(ids)[~np.asarray(in_range)]
@@ -235,41 +245,43 @@ class Flatten(Layer):
     return jnp.reshape(x, x.shape[: self.n_axes_to_keep] + (-1,))
 
 
-class _Reduction(Layer):
-  """Base of Mean/Sum/Max/Min: reduces `axis` (None: all axes), optionally keeping it."""
-
-  axis: int | Sequence[int] | None = -1
-  keepdims: bool = False
-  _reduce = None
-
-  def forward(self, x):
-    axis = tuple(self.axis) if isinstance(self.axis, (list, tuple)) else self.axis
-    return type(self)._reduce(x, axis=axis, keepdims=self.keepdims)
+def _axis(axis: int | Sequence[int] | None) -> int | tuple | None:
+  return tuple(axis) if isinstance(axis, (list, tuple)) else axis
 
 
-class Mean(_Reduction):
+def Mean(axis: int | Sequence[int] | None = -1, keepdims: bool = False, **kwargs) -> Fn:
   """Mean along `axis` (default -1): `tl.Mean().apply({}, jnp.ones((2, 3)))` -> shape (2,)."""
+  return Fn("Mean", lambda x: jnp.mean(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
-  _reduce = staticmethod(jnp.mean)
 
-
-class Sum(_Reduction):
+def Sum(axis: int | Sequence[int] | None = None, keepdims: bool = False, **kwargs) -> Fn:
   """Sum along `axis` (default None: every axis, as in Trax): `tl.Sum(axis=0)`."""
-
-  axis: int | Sequence[int] | None = None
-  _reduce = staticmethod(jnp.sum)
+  return Fn("Sum", lambda x: jnp.sum(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
 
-class Max(_Reduction):
+def Max(axis: int | Sequence[int] | None = -1, keepdims: bool = False, **kwargs) -> Fn:
   """Maximum along `axis` (default -1): `tl.Max(keepdims=True)`."""
+  return Fn("Max", lambda x: jnp.max(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
-  _reduce = staticmethod(jnp.max)
 
-
-class Min(_Reduction):
+def Min(axis: int | Sequence[int] | None = -1, keepdims: bool = False, **kwargs) -> Fn:
   """Minimum along `axis` (default -1): `tl.Min()`."""
+  return Fn("Min", lambda x: jnp.min(x, axis=_axis(axis), keepdims=keepdims), **kwargs)
 
-  _reduce = staticmethod(jnp.min)
+
+def Negate(**kwargs) -> Fn:
+  """Element-wise negation: `x -> -x`."""
+  return Fn("Negate", lambda x: -x, **kwargs)
+
+
+def StopGradient(**kwargs) -> Fn:
+  """The identity whose gradient is zero: `tl.StopGradient()`."""
+  return Fn("StopGradient", lax.stop_gradient, **kwargs)
+
+
+def ToFloat(**kwargs) -> Fn:
+  """Casts the input to float32: `tl.ToFloat()`."""
+  return Fn("ToFloat", lambda x: jnp.asarray(x, jnp.float32), **kwargs)
 
 
 class ArgMax(Layer):
@@ -279,27 +291,6 @@ class ArgMax(Layer):
 
   def forward(self, x):
     return jnp.argmax(x, axis=self.axis)
-
-
-class Negate(Layer):
-  """Element-wise negation: `x -> -x`."""
-
-  def forward(self, x):
-    return -x
-
-
-class StopGradient(Layer):
-  """The identity whose gradient is zero: `tl.StopGradient()`."""
-
-  def forward(self, x):
-    return lax.stop_gradient(x)
-
-
-class ToFloat(Layer):
-  """Casts the input to float32: `tl.ToFloat()`."""
-
-  def forward(self, x):
-    return jnp.asarray(x, jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -367,18 +358,21 @@ class PositionalEncoding(Layer):
   dropout_broadcast_dims: Sequence[int] = (-2,)
   mode: str = "train"
 
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError,
+                     custom_message="expects inputs of shape (batch, length, d_feature)")
+
   @nn.compact
   def forward(self, x):
-    if x.ndim != 3:
-      raise ValueError(f"expects inputs of shape (batch, length, d_feature), got {describe([x])}")
     length, d_feature = x.shape[1], x.shape[2]
     if self.mode == "predict":
+      is_initialized = self.has_variable("cache", "position")
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
       start = position.value
       if not isinstance(start, jax.core.Tracer) and int(start) + length > self.max_len:
         raise ValueError(f"decoding position {int(start)} + {length} exceeds max_len="
                          f"{self.max_len}")
-      if self.is_mutable_collection("cache") and not self.is_initializing():
+      if is_initialized and self.is_mutable_collection("cache"):
         position.value = start + length
       positions = start + jnp.arange(length)
     else:

@@ -12,47 +12,34 @@ loss = model_with_loss.apply(variables, (inputs, targets, weights))
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from declax.layers.base import Layer, describe
+from declax.layers.base import Layer
 from declax.layers.core import ArgMax
+from declax.layers.dtypes import at_least_float32
+from declax.layers.stack import describe
 
 
 def _float(x):
-  return jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))
+  return jnp.asarray(x).astype(at_least_float32(x))
 
 
-def _check_categorical(model_output, targets) -> None:
-  """`model_output (..., n_classes)` against integer `targets (...)`."""
-  if jnp.ndim(model_output) == 0 or jnp.shape(targets) != jnp.shape(model_output)[:-1]:
-    raise ValueError(f"targets {describe([targets])} must have the shape of model_output "
-                     f"{describe([model_output])} without its last (class) axis, i.e. "
-                     f"{tuple(jnp.shape(model_output)[:-1])}")
-  if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
-    raise TypeError(f"targets must be integer class ids, got {describe([targets])}")
-
-
-def _check_same_shape(model_output, targets) -> None:
-  if jnp.shape(model_output) != jnp.shape(targets):
-    raise ValueError(f"model_output {describe([model_output])} and targets "
-                     f"{describe([targets])} must have the same shape")
+def _same_shape(model_output, targets) -> None:
+  chex.assert_equal_shape((model_output, targets), exception_type=ValueError, custom_message=(
+      f"model_output {describe([model_output])} and targets {describe([targets])} must have the "
+      "same shape"))
 
 
 def _weighted_mean(values, targets, weights):
   """`sum(values * weights) / sum(weights)`, weights broadcast to the targets' shape."""
-  shape = jnp.shape(targets)
-  try:
-    weights = jnp.broadcast_to(_float(weights), shape)
-  except ValueError:
-    raise ValueError(f"weights {describe([weights])} do not broadcast to the targets' shape "
-                     f"{describe([targets])}") from None
+  weights = jnp.broadcast_to(_float(weights), jnp.shape(targets))
   return jnp.sum(values * weights) / jnp.sum(weights)
 
 
 def _category_cross_entropy(model_output, targets, label_smoothing):
-  _check_categorical(model_output, targets)
   logits = _float(model_output)
   if not label_smoothing:
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
@@ -62,16 +49,32 @@ def _category_cross_entropy(model_output, targets, label_smoothing):
 
 
 class _Metric(Layer):
-  """Base of metric layers: `n_in` from the class, a 0-d float32 output."""
+  """Base of metric layers: `(model_output, targets)` by default, a 0-d float32 output."""
 
-  _n_in = 2
+  n_in = 2
 
-  @property
-  def n_in(self) -> int:
-    return self._n_in
+  def contract(self, model_output, targets, weights=None):
+    if weights is not None:
+      chex.assert_is_broadcastable(jnp.shape(weights), jnp.shape(targets),
+                                   exception_type=ValueError, custom_message=(
+          f"weights {describe([weights])} must broadcast to the targets' shape "
+          f"{describe([targets])}"))
 
 
-class _Smoothed(_Metric):
+class _Categorical(_Metric):
+  """Base of classification metrics: `model_output (..., n_classes)`, integer `targets (...)`."""
+
+  def contract(self, model_output, targets, weights=None):
+    chex.assert_shape(targets, jnp.shape(model_output)[:-1], exception_type=ValueError,
+                      custom_message=(
+        f"targets {describe([targets])} must have the shape of model_output "
+        f"{describe([model_output])} without its last (class) axis"))
+    chex.assert_type(targets, int, exception_type=TypeError,
+                     custom_message=f"targets must be integer class ids, got {describe([targets])}")
+    super().contract(model_output, targets, weights)
+
+
+class _Smoothed(_Categorical):
   label_smoothing: float | None = None
 
   def __post_init__(self):
@@ -103,14 +106,14 @@ class WeightedCategoryCrossEntropy(_Smoothed):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     values = _category_cross_entropy(model_output, targets, self.label_smoothing)
     return _weighted_mean(values, targets, weights)
 
 
-class CrossEntropyLoss(_Metric):
+class CrossEntropyLoss(_Categorical):
   """Weighted mean of `-model_output[target]`, where `model_output` are log-probabilities
   (e.g. after `LogSoftmax`) — Trax 1.4's `CrossEntropyLoss`.
 
@@ -119,21 +122,19 @@ class CrossEntropyLoss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
-    _check_categorical(model_output, targets)
     log_probs = _float(model_output)
     values = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     return _weighted_mean(values, targets, weights)
 
 
 def _accuracy_values(model_output, targets):
-  _check_categorical(model_output, targets)
   return (jnp.argmax(model_output, axis=-1) == targets).astype(jnp.float32)
 
 
-class CategoryAccuracy(_Metric):
+class CategoryAccuracy(_Categorical):
   """Fraction of items whose argmax over the last axis equals the integer target.
 
   ```python
@@ -145,10 +146,10 @@ class CategoryAccuracy(_Metric):
     return jnp.mean(_accuracy_values(model_output, targets))
 
 
-class WeightedCategoryAccuracy(_Metric):
+class WeightedCategoryAccuracy(_Categorical):
   """Weighted fraction of correct argmax predictions: `(model_output, targets, weights)`."""
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     return _weighted_mean(_accuracy_values(model_output, targets), targets, weights)
@@ -164,11 +165,12 @@ class Accuracy(_Metric):
   """
 
   classifier: Layer | None = None
-  _n_in = 3
+  n_in = 3
 
-  @staticmethod
-  def _trax_args(classifier: Layer | None = None, **fields):
-    return {**fields, "classifier": ArgMax() if classifier is None else classifier}
+  def __post_init__(self):
+    if self.classifier is None:
+      object.__setattr__(self, "classifier", ArgMax())
+    super().__post_init__()
 
   @property
   def sublayers(self) -> tuple:
@@ -176,7 +178,7 @@ class Accuracy(_Metric):
 
   def forward(self, model_output, targets, weights):
     (predictions,) = self.call_child(self.classifier, [model_output])
-    _check_same_shape(predictions, targets)
+    _same_shape(predictions, targets)
     return _weighted_mean((predictions == targets).astype(jnp.float32), targets, weights)
 
 
@@ -190,12 +192,12 @@ class BinaryCrossEntropyLoss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
 
   def forward(self, model_output, targets, weights):
     if jnp.shape(model_output) == jnp.shape(targets) + (1,):
       model_output = model_output[..., 0]
-    _check_same_shape(model_output, targets)
+    _same_shape(model_output, targets)
     values = optax.sigmoid_binary_cross_entropy(_float(model_output), _float(targets))
     return _weighted_mean(values, targets, weights)
 
@@ -208,10 +210,13 @@ class L2Loss(_Metric):
   ```
   """
 
-  _n_in = 3
+  n_in = 3
+
+  def contract(self, model_output, targets, weights):
+    _same_shape(model_output, targets)
+    super().contract(model_output, targets, weights)
 
   def forward(self, model_output, targets, weights):
-    _check_same_shape(model_output, targets)
     return _weighted_mean(optax.squared_error(_float(model_output), _float(targets)), targets,
                           weights)
 

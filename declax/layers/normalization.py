@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from declax.layers.base import Layer, describe, param_init
+from declax.layers.base import Layer
 from declax.layers.core import stored_param_shape
+from declax.layers.dtypes import at_least_float32, result_dtype
+from declax.layers.partitioning import param_init
+from declax.layers.stack import describe
 
 
 def _fit_axes(names: Sequence[str | None] | None, rank: int) -> tuple | None:
@@ -26,7 +30,7 @@ def _fit_axes(names: Sequence[str | None] | None, rank: int) -> tuple | None:
 
 
 def _stats_dtype(x) -> Any:
-  return jnp.promote_types(jnp.result_type(x), jnp.float32)
+  return at_least_float32(x)
 
 
 class LayerNorm(Layer):
@@ -49,16 +53,20 @@ class LayerNorm(Layer):
   dtype: Any = None
   param_dtype: Any = jnp.float32
 
-  @nn.compact
-  def forward(self, x):
-    if jnp.ndim(x) == 0:
+  def contract(self, x):
+    if jnp.ndim(x) == 0:  # (chex has no lower bound on the rank)
       raise ValueError(f"expects inputs of shape (..., d), got a scalar {describe([x])}")
-    d = x.shape[-1]
     for name in ("scale", "bias"):
       stored = stored_param_shape(self, name)
-      if stored is not None and stored != (d,):
-        raise ValueError(f"input {describe([x])} has {d} features on its last axis, but the "
-                         f"'{name}' parameter has shape {stored}")
+      if stored is not None:
+        chex.assert_axis_dimension(x, -1, stored[0], exception_type=ValueError,
+                                   custom_message=(
+            f"input {describe([x])} has {x.shape[-1]} features on its last axis, but the "
+            f"'{name}' parameter has shape {stored}"))
+
+  @nn.compact
+  def forward(self, x):
+    d = x.shape[-1]
     params = _affine_params(self, (d,), self.param_axes)
     xf = x.astype(_stats_dtype(x))
     mean = jnp.mean(xf, axis=-1, keepdims=True)
@@ -76,9 +84,11 @@ def _affine_params(layer: Layer, shape: tuple, axes: Sequence[str | None] | None
   return scale, bias
 
 
-def _normalize(layer: Layer, x, centered, var, scale, bias, broadcast=lambda p: p):
+def _normalize(layer: Layer, x, centered, var, scale, bias, broadcast=None):
   """`centered * rsqrt(var + eps) * scale + bias`, in float32, cast to the output dtype."""
-  out_dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=layer.dtype)
+  out_dtype = result_dtype(x, scale, bias, dtype=layer.dtype)
+  if broadcast is None:  # parameters of the last axis, to the rank of x (no implicit promotion)
+    broadcast = lambda p: lax.broadcast_to_rank(p, centered.ndim)
   multiplier = lax.rsqrt(var + layer.epsilon)
   if scale is not None:
     multiplier = multiplier * broadcast(scale)

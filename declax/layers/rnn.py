@@ -26,7 +26,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from declax.layers.base import Layer, constrain, param_init
+from declax.layers.base import Layer
+from declax.layers.core import stored_param_shape
+from declax.layers.dtypes import promote_dtype
+from declax.layers.partitioning import constrain, param_init
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell"]
 
@@ -94,13 +97,17 @@ class _Recurrent(Layer):
     start = self._forget_gate * self.n_units
     return bias.at[start : start + self.n_units].add(jnp.asarray(forget_bias, dtype))
 
+  def _check_width(self, x: jax.Array) -> None:
+    """The input width against a stored kernel (part of the subclasses' contracts)."""
+    stored = stored_param_shape(self, "input_kernel")
+    if stored is not None:
+      chex.assert_axis_dimension(x, -1, stored[0], exception_type=ValueError,
+                                 custom_message=(
+          f"input has {x.shape[-1]} features, but input_kernel has shape {stored} (built for "
+          f"{stored[0]} features)"))
+
   def _params(self, d_input: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Creates (or fetches) the parameters, checking the input width against a stored kernel."""
-    if self.has_variable("params", "input_kernel"):
-      stored = nn.unbox(self.get_variable("params", "input_kernel")).shape
-      if stored[0] != d_input:
-        raise ValueError(f"input has {d_input} features, but input_kernel has shape {stored} "
-                         f"(built for {stored[0]} features)")
+    """Creates (or fetches) the parameters."""
     width = self._n_gates * self.n_units
     input_kernel = self.param("input_kernel", param_init(self.kernel_initializer, self.kernel_axes),
                               (d_input, width), self.param_dtype)
@@ -115,24 +122,22 @@ class _Recurrent(Layer):
 class _Cell(_Recurrent):
   """One time step: `(x_t, state) -> (y_t, new_state)`."""
 
-  @property
-  def n_in(self) -> int:
-    return 2
+  n_in = 2
+  n_out = 2
 
-  @property
-  def n_out(self) -> int:
-    return 2
-
-  @nn.compact
-  def forward(self, x, state):
-    _check_rank_at_least(x, 2, "x_t must be (batch, features)")
+  def contract(self, x, state):
     chex.assert_shape(state, (*x.shape[:-1], self.state_size),
                       custom_message=f"state must be (batch, {self.state_size}) for "
                                      f"x_t of shape {x.shape}")
+    self._check_width(x)
+
+  @nn.compact
+  def forward(self, x, state):
     input_kernel, recurrent_kernel, bias = self._params(x.shape[-1])
-    x, state, input_kernel, recurrent_kernel, bias = nn.dtypes.promote_dtype(
+    x, state, input_kernel, recurrent_kernel, bias = promote_dtype(
         x, state, input_kernel, recurrent_kernel, bias, dtype=self.dtype)
-    new_state, y = type(self)._step(recurrent_kernel, state, x @ input_kernel + bias)
+    x_proj = x @ input_kernel + jax.lax.broadcast_to_rank(bias, x.ndim)
+    new_state, y = type(self)._step(recurrent_kernel, state, x_proj)
     return y, new_state
 
 
@@ -147,32 +152,31 @@ class _Sequence(_Recurrent):
   def default_label(self) -> str:
     return f"{type(self).__name__}_{self.n_units}"
 
+  def contract(self, x):
+    chex.assert_rank(x, 3, custom_message="input must be (batch, time, features)")
+    self._check_width(x)
+
   @nn.compact
   def forward(self, x):
-    chex.assert_rank(x, 3, custom_message="input must be (batch, time, features)")
     input_kernel, recurrent_kernel, bias = self._params(x.shape[-1])
-    x, input_kernel, recurrent_kernel, bias = nn.dtypes.promote_dtype(
+    x, input_kernel, recurrent_kernel, bias = promote_dtype(
         x, input_kernel, recurrent_kernel, bias, dtype=self.dtype)
-    x_proj = jnp.einsum("btd,dg->btg", x, input_kernel) + bias
+    x_proj = jnp.einsum("btd,dg->btg", x, input_kernel) + bias[None, None]
     shape = (x.shape[0], self.state_size)
     if self.mode == "predict":
+      is_initialized = self.has_variable("cache", "state")
       cached = self.variable("cache", "state", jnp.zeros, shape, x_proj.dtype)
-      if cached.value.shape != shape:
-        raise ValueError(f"the cached state has shape {cached.value.shape}, but this call needs "
-                         f"{shape} (was the model initialized with another batch size?)")
+      chex.assert_shape(cached.value, shape, exception_type=ValueError, custom_message=(
+          f"the cached state has shape {cached.value.shape}, but this call needs {shape} (was "
+          "the model initialized with another batch size?)"))
       state = cached.value.astype(x_proj.dtype)
     else:
       state = jnp.zeros(shape, x_proj.dtype)
     step = functools.partial(type(self)._step, recurrent_kernel)
     final, ys = jax.lax.scan(step, state, jnp.swapaxes(x_proj, 0, 1), unroll=self.unroll)
-    if self.mode == "predict" and not self.is_initializing():
+    if self.mode == "predict" and is_initialized:
       cached.value = final
     return constrain(jnp.swapaxes(ys, 0, 1), self.activation_axes)
-
-
-def _check_rank_at_least(x: jax.Array, rank: int, message: str) -> None:
-  if x.ndim < rank:
-    raise ValueError(f"{message}; got shape {x.shape}")
 
 
 class LSTMCell(_Cell):

@@ -1,5 +1,7 @@
-"""Building blocks shared by the model zoo: named blocks with sharding constraints and remat, and
-`ScanLayers`, which runs `n_layers` copies of a block as one `jax.lax.scan`.
+"""Building blocks shared by the model zoo: named blocks with sharding constraints and remat.
+
+`ScanLayers` (`n_layers` copies of a block as one `jax.lax.scan`) lives beside `Scan` in
+`declax.layers.control_flow` and is importable from here too.
 
 ```python
 block = Block(tl.Residual(tl.LayerNorm(), tl.Dense(16)), block_name='MyBlock',
@@ -18,7 +20,10 @@ import jax
 import jax.numpy as jnp
 
 import declax.layers as tl
-from declax.layers.base import Layer, constrain
+from declax.layers.combinators import positional_layers
+from declax.layers.control_flow import ScanLayers  # its home; importable from here as before
+from declax.layers.partitioning import constrain
+from declax.layers.stack import run_serial
 
 __all__ = ["REMAT_POLICIES", "Block", "ScanLayers", "compute_dtype", "remat_policy_fn"]
 
@@ -44,6 +49,7 @@ def remat_policy_fn(policy: str | Callable | None) -> Callable | None:
   return REMAT_POLICIES[policy]
 
 
+@positional_layers()  # Block(a, b, c, block_name=...), as Serial
 class Block(tl.Serial):
   """A `Serial` with a printed name, activation sharding constraints and optional remat.
 
@@ -76,16 +82,15 @@ class Block(tl.Serial):
     return self.block_name
 
   def _run(self, *items):
-    stack = list(items)
-    if self.input_axes is not None and stack:
-      stack[0] = constrain(stack[0], self.input_axes)
-    for i, layer in enumerate(self.layers):
-      outputs = list(self.call_child(layer, stack[: layer.n_in]))
-      axes = self.output_axes[i] if self.output_axes else None
-      if axes is not None and outputs:
-        outputs[0] = constrain(outputs[0], axes)
-      stack = outputs + stack[layer.n_in :]
-    return tuple(stack)
+    if self.input_axes is not None and items:
+      items = (constrain(items[0], self.input_axes), *items[1:])
+    return run_serial(self, self.layers, items, on_outputs=self._constrain_outputs)
+
+  def _constrain_outputs(self, i: int, outputs: tuple) -> tuple:
+    axes = self.output_axes[i] if self.output_axes else None
+    if axes is None or not outputs:
+      return outputs
+    return (constrain(outputs[0], axes), *outputs[1:])
 
   def forward(self, *items):
     if self.remat_policy is None:
@@ -93,58 +98,6 @@ class Block(tl.Serial):
     run = nn.checkpoint(type(self)._run, policy=remat_policy_fn(self.remat_policy),
                         prevent_cse=self.prevent_cse)
     return run(self, *items)
-
-
-class ScanLayers(Layer):
-  """`n_layers` copies of `layer` applied one after another, compiled as one `jax.lax.scan`.
-
-  Same function as `Serial(layer_1, ..., layer_n)` with independent parameters, but the layer
-  is traced once, so compile time stays flat in `n_layers`. Every variable of `layer` gets a
-  leading axis of size `n_layers` (logical name `'layers'`): parameters, and in `'predict'`
-  mode the decoding caches. `layer` must keep the stack's size (`n_in == n_out`); all its
-  inputs are carried from one layer to the next. Dropout keys differ per layer.
-
-  ```python
-  blocks = ScanLayers(DecoderBlock(...), n_layers=6)   # prints as ScanLayers_6[ DecoderBlock[..] ]
-  ```
-  """
-
-  layer: Layer
-  n_layers: int = 1
-
-  def __post_init__(self):
-    if self.layer.n_in != self.layer.n_out:
-      raise ValueError(f"ScanLayers: {self.layer.header} must have n_in == n_out to be "
-                       f"repeated, has {self.layer.n_in} -> {self.layer.n_out}")
-    if self.n_layers < 1:
-      raise ValueError(f"ScanLayers: n_layers must be >= 1, got {self.n_layers}")
-    super().__post_init__()
-
-  @property
-  def n_in(self) -> int:
-    return self.layer.n_in
-
-  @property
-  def n_out(self) -> int:
-    return self.layer.n_out
-
-  @property
-  def default_label(self) -> str:
-    return f"ScanLayers_{self.n_layers}"
-
-  def forward(self, *items):
-    def body(mdl: ScanLayers, carry: tuple):
-      return tuple(mdl.call_child(mdl.layer, carry)), None
-
-    scan = nn.scan(
-        body,
-        variable_axes={"params": 0, "cache": 0, "batch_stats": 0, "intermediates": 0},
-        split_rngs={"params": True, "dropout": True},
-        length=self.n_layers,
-        metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    carry, _ = scan(self, tuple(items))
-    return carry
 
 
 def compute_dtype(dtype: Any) -> Any:

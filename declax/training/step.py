@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import optax
 from clu import metrics as clu_metrics
 
-from declax.layers.base import pack, unpack
+from declax.layers.base import unpack_outputs
+from declax.layers.stack import inputs_from_stack, outputs_onto_stack, pack
 from declax.training.optimizers import current_learning_rate, ema_params_of
 from declax.training.reporting import Running, accumulate
 from declax.training.state import TrainState
@@ -95,10 +96,10 @@ def run_model(model: nn.Module, variables: dict, batch: Batch, *, rngs: dict | N
   if len(batch) < n_in:
     raise ValueError(f"the model takes {n_in} inputs, but the batch has only {len(batch)} "
                      "items")
-  result = model.apply(variables, pack(batch[:n_in]), rngs=rngs, mutable=mutable)
+  result = model.apply(variables, pack(inputs_from_stack(batch, n_in)), rngs=rngs,
+                       mutable=mutable)
   outputs, updates = result if mutable else (result, {})
-  outputs = unpack(outputs) if model.n_out != 1 else (outputs,)
-  return [*outputs, *batch[n_in:]], dict(updates)
+  return list(outputs_onto_stack(unpack_outputs(outputs, model), batch, n_in)), dict(updates)
 
 
 def loss_items(layer: nn.Module, stack: Sequence[jax.Array]) -> list[jax.Array]:

@@ -10,6 +10,7 @@ from jax.test_util import check_grads
 
 import declax.layers as tl
 from declax.layers import activations
+from tests.layers.jit_variants import LayerVariantsTest
 
 X = jnp.linspace(-3.0, 3.0, 24).reshape(2, 3, 4)
 
@@ -101,3 +102,19 @@ def test_under_jit_and_with_mode():
   y = jax.jit(model.apply)(variables, X)
   np.testing.assert_allclose(jnp.exp(y).sum(-1), 1.0, rtol=1e-5)
   np.testing.assert_allclose(tl.with_mode(model, "eval").apply(variables, X), y, rtol=1e-6)
+
+
+class ActivationVariantsTest(LayerVariantsTest):
+  """Activations give the same results with and without jit."""
+
+  __test__ = True
+  _x = jnp.linspace(-3.0, 3.0, 12).reshape(2, 6)
+  CASES = (
+      (tl.Relu(), _x, jax.nn.relu),
+      (tl.LeakyRelu(a=0.2), _x, lambda x: jax.nn.leaky_relu(x, 0.2)),
+      (tl.Gelu(), _x, lambda x: jax.nn.gelu(x, approximate=False)),
+      (tl.Tanh(), _x, jnp.tanh),
+      (tl.LogSoftmax(), _x, jax.nn.log_softmax),
+      (tl.Glu(), _x, jax.nn.glu),
+  )
+  BAD = ((tl.Glu(), _x, jnp.ones((2, 5))),)

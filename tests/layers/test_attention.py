@@ -10,6 +10,7 @@ from jax.test_util import check_grads
 
 import declax.layers as tl
 from declax.layers import attention
+from tests.layers.jit_variants import LayerVariantsTest
 
 D, HEADS, B, T = 8, 2, 2, 7
 KEY = jax.random.PRNGKey(0)
@@ -218,7 +219,7 @@ def test_explicit_dropout_path_matches_hand_written_reference():
   y = attention.dot_product_attention(q, k, v, mask=mask, is_causal=True, dropout_rate=rate,
                                       dropout_rng=rng)
   logits = jnp.einsum("btnh,bsnh->bnts", q, k) / 2.0
-  allowed = mask & jnp.tril(jnp.ones((5, 5), bool))
+  allowed = mask & jnp.tril(jnp.ones((5, 5), bool))[None, None]
   weights = jax.nn.softmax(jnp.where(allowed, logits, -1e30), axis=-1)
   kept = jax.random.bernoulli(rng, 1 - rate, weights.shape)
   expected = jnp.einsum("bnts,bsnh->btnh", jnp.where(kept, weights / (1 - rate), 0.0), v)
@@ -300,3 +301,20 @@ def test_construction_errors():
     tl.Attention(D, dropout=1.0)
   with pytest.raises(ValueError, match="mode"):
     tl.CausalAttention(D, mode="decode")
+
+
+class AttentionVariantsTest(LayerVariantsTest):
+  """Attention layers give the same results with and without jit."""
+
+  __test__ = True
+  _x = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 8))
+  _mask = jnp.ones((2, 1, 1, 5), bool)
+  CASES = (
+      (tl.CausalAttention(8, n_heads=2), _x, None),
+      (tl.Attention(8, n_heads=2), (_x, _mask), None),
+      (tl.PaddingMask(), jnp.array([[5, 3, 0]]), lambda x: (x != 0)[:, None, None, :]),
+  )
+  BAD = (
+      (tl.CausalAttention(8, n_heads=2), _x, jnp.ones((2, 5, 6))),
+      (tl.Attention(8, n_heads=2), (_x, _mask), (_x, jnp.ones((2, 5), bool))),
+  )

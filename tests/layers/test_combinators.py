@@ -8,6 +8,7 @@ import pytest
 
 import declax.layers as tl
 from declax.layers.base import Layer
+from tests.layers.jit_variants import LayerVariantsTest
 
 
 class Scale(Layer):
@@ -190,3 +191,22 @@ def test_combinators_under_jit():
   jitted = jax.jit(model.apply)(variables, (X, Y))
   close(eager, jitted)
   close(jitted, 2 * (X + Y) + 2 * X)
+
+
+class CombinatorVariantsTest(LayerVariantsTest):
+  """Combinators give the same results with and without jit."""
+
+  __test__ = True
+  _x, _y = jnp.arange(6.0).reshape(2, 3), jnp.ones((2, 3))
+  CASES = (
+      (tl.Serial(tl.Dup(), tl.Add()), _x, lambda x: 2 * x),
+      (tl.Branch(tl.Add(), tl.Fn("Div", lambda a, b: a / 5)), (_x, _y),
+       lambda a, b: (a + b, a / 5)),
+      (tl.Parallel(tl.Fn("Neg", lambda a: -a), None), (_x, _y), lambda a, b: (-a, b)),
+      (tl.Residual(tl.Fn("Double", lambda a: 2 * a)), _x, lambda x: 3 * x),
+      (tl.Select([1, 0, 0]), (_x, _y), lambda a, b: (b, a, a)),
+      (tl.SerialWithSideOutputs([tl.Dup(), tl.Dup()]), _x, lambda x: (x, x, x)),
+      (tl.Serial(tl.Concatenate(), tl.Split()), (_x, _y), lambda a, b: (a, b)),
+      (tl.Gate(), (_x, 0.5 * _y, _y), lambda m, g, c: 0.5 * m + 0.5 * c),
+  )
+  BAD = ((tl.Serial(tl.Dense(4)), _x, jnp.ones((2, 5))),)

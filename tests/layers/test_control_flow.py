@@ -8,6 +8,7 @@ import pytest
 
 import declax.layers as tl
 from declax.layers.base import Layer
+from tests.layers.jit_variants import LayerVariantsTest
 
 
 class Mix(Layer):
@@ -150,3 +151,18 @@ def test_bidirectional_reverses_time_for_the_backward_pass():
                          ).apply({}, x)
   np.testing.assert_allclose(out[0, 0], [1, 3, 6, 10])
   np.testing.assert_allclose(out[1, 0], [10, 9, 7, 4])
+
+
+class ControlFlowVariantsTest(LayerVariantsTest):
+  """Loops and branches give the same results with and without jit."""
+
+  __test__ = True
+  CASES = (
+      (tl.Scan(tl.Fn("Step", lambda x, c: (x + c, x + c), n_out=2), axis=0),
+       (jnp.arange(1.0, 5.0), jnp.zeros(())), lambda xs, c: (jnp.cumsum(xs), jnp.sum(xs))),
+      (tl.BatchLeadingAxes(tl.Fn("Double", lambda x: 2 * x)), jnp.ones((2, 3, 4)),
+       lambda x: 2 * x),
+      (tl.Chunk(tl.Fn("Double", lambda x: 2 * x), chunk_size=2), jnp.ones((4, 3)),
+       lambda x: 2 * x),
+  )
+  BAD = ((tl.BatchLeadingAxes(tl.Dense(3)), jnp.ones((2, 3, 4)), jnp.ones((2, 3, 5))),)

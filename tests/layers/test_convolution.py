@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import declax.layers as tl
+from tests.layers.jit_variants import LayerVariantsTest
 
 KEY = jax.random.PRNGKey(0)
 
@@ -128,7 +129,22 @@ def test_pool_defaults_follow_trax():
 
 def test_pool_errors():
   with pytest.raises(tl.LayerError,
-                     match=r"MaxPool: ValueError: expects inputs of rank 4.*f32\[4,4\]"):
+                     match=r"MaxPool: ValueError: \[Chex\] Assertion assert_rank.*"
+                     r"\[expects inputs of rank 4.*f32\[4,4\]\]"):
     tl.MaxPool().apply({}, jnp.ones((4, 4)))
   with pytest.raises(TypeError, match="pool_size"):
     tl.AvgPool(pool_size=2)
+
+
+class ConvolutionVariantsTest(LayerVariantsTest):
+  """Convolution and pooling layers give the same results with and without jit."""
+
+  __test__ = True
+  _x = jax.random.normal(jax.random.PRNGKey(3), (1, 4, 4, 3))
+  CASES = (
+      (tl.Conv(5, (3, 3), padding="SAME"), _x, None),
+      (tl.MaxPool(strides=(2, 2)), _x, lambda x: x.reshape(1, 2, 2, 2, 2, 3).max((2, 4))),
+      (tl.AvgPool(strides=(2, 2)), _x, lambda x: x.reshape(1, 2, 2, 2, 2, 3).mean((2, 4))),
+  )
+  BAD = ((tl.Conv(5, (3, 3)), _x, jnp.ones((4, 4, 3))), (tl.Conv(5, (3, 3)), _x, _x[..., :2]),
+         (tl.MaxPool(), _x, jnp.ones((4, 4))))

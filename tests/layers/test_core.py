@@ -8,6 +8,7 @@ import pytest
 from jax.test_util import check_grads
 
 import declax.layers as tl
+from tests.layers.jit_variants import LayerVariantsTest
 
 KEY = jax.random.PRNGKey(0)
 
@@ -333,3 +334,25 @@ def test_positional_encoding_predict_steps_through_positions():
   assert int(updated["cache"]["position"]) == 3
   with pytest.raises(tl.LayerError, match="exceeds max_len=8"):
     layer.apply({"cache": {"position": jnp.int32(7)}}, x[:, :2], mutable=["cache"])
+
+
+class CoreVariantsTest(LayerVariantsTest):
+  """Core layers give the same results with and without jit."""
+
+  __test__ = True
+  _x = jnp.arange(24.0).reshape(2, 3, 4) / 10
+  CASES = (
+      (tl.Dense(5), _x, None),
+      (tl.Embedding(10, 4), jnp.array([[1, 2, 9]]), None),
+      (tl.Flatten(), _x, lambda x: x.reshape(2, 12)),
+      (tl.Mean(axis=1), _x, lambda x: x.mean(1)),
+      (tl.Sum(), _x, lambda x: x.sum()),
+      (tl.ShiftRight(), _x, lambda x: jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :3]),
+      (tl.PositionalEncoding(max_len=8), _x, None),
+      (tl.ToFloat(), jnp.array([1, 2]), lambda x: x.astype(jnp.float32)),
+  )
+  BAD = (
+      (tl.Dense(5), _x, jnp.ones((2, 3, 6))),
+      (tl.Embedding(10, 4), jnp.array([1, 2]), jnp.array([1.0, 2.0])),
+      (tl.PositionalEncoding(), _x, jnp.ones((2, 4))),
+  )

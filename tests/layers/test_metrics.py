@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import declax.layers as tl
+from tests.layers.jit_variants import LayerVariantsTest
 
 LOGITS = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 5))
 TARGETS = jnp.array([[0, 1, 2], [3, 4, 0], [1, 1, 1], [2, 2, 4]])
@@ -103,8 +104,9 @@ def test_binary_cross_entropy_loss_takes_logits():
   weights = jnp.array([1.0, 1.0, 0.0, 2.0, 1.0, 1.0])
   expected = _weighted(optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32)),
                        weights)
-  manual = -(labels * jnp.log(jax.nn.sigmoid(logits))
-             + (1 - labels) * jnp.log(1 - jax.nn.sigmoid(logits)))
+  float_labels = labels.astype(jnp.float32)
+  manual = -(float_labels * jnp.log(jax.nn.sigmoid(logits))
+             + (1 - float_labels) * jnp.log(1 - jax.nn.sigmoid(logits)))
   np.testing.assert_allclose(expected, _weighted(manual, weights), rtol=1e-5)
   layer = tl.BinaryCrossEntropyLoss()
   np.testing.assert_allclose(layer.apply({}, (logits, labels, weights)), expected, rtol=1e-6)
@@ -145,15 +147,16 @@ def test_shape_errors_name_both_shapes(jit):
   message = str(info.value)
   assert message.startswith("Serial[1] > WeightedCategoryCrossEntropy: ValueError")
   assert "i32[4,2]" in message and "f32[4,3,5]" in message and "(4, 3)" in message
-  with pytest.raises(tl.LayerError, match=r"weights f32\[4\] do not broadcast.*i32\[4,3\]"):
+  with pytest.raises(tl.LayerError, match=r"weights f32\[4\] must broadcast.*i32\[4,3\]"):
     apply(variables, (LOGITS, TARGETS, jnp.ones(4)))
 
 
 def test_other_errors():
-  with pytest.raises(tl.LayerError, match=r"TypeError: targets must be integer.*f32\[4,3\]"):
+  with pytest.raises(tl.LayerError,
+                     match=r"TypeError: \[Chex\].*targets must be integer.*f32\[4,3\]"):
     tl.CategoryCrossEntropy().apply({}, (LOGITS, TARGETS.astype(jnp.float32)))
-  with pytest.raises(tl.LayerError, match=r"L2Loss: ValueError: model_output f32\[4,3\] and "
-                     r"targets f32\[4\]"):
+  with pytest.raises(tl.LayerError, match=r"L2Loss: ValueError: \[Chex\].*model_output f32\[4,3\] "
+                     r"and targets f32\[4\]"):
     tl.L2Loss().apply({}, (jnp.ones((4, 3)), jnp.ones(4), 1.0))
   with pytest.raises(tl.LayerError, match=r"got 2 input\(s\), expects 3"):
     tl.WeightedCategoryCrossEntropy().apply({}, (LOGITS, TARGETS))
@@ -169,3 +172,24 @@ def test_loss_composes_and_differentiates():
   assert np.isfinite(loss) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   eval_metric = tl.Serial(model, tl.Accuracy())
   assert 0.0 <= eval_metric.apply(variables, (ids, TARGETS, WEIGHTS)) <= 1.0
+
+
+class MetricVariantsTest(LayerVariantsTest):
+  """Loss and metric layers give the same results with and without jit."""
+
+  __test__ = True
+  _logits = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
+  _targets, _weights = jnp.array([0, 1]), jnp.array([1.0, 3.0])
+  CASES = (
+      (tl.CrossEntropyLoss(), (_logits, _targets, _weights),
+       lambda lp, t, w: -(lp[0, 0] * 1.0 + lp[1, 1] * 3.0) / 4.0),
+      (tl.WeightedCategoryAccuracy(), (_logits, _targets, _weights), lambda *_: 0.25),
+      (tl.L2Loss(), (_weights, _weights, _weights), lambda *_: 0.0),
+  )
+  BAD = (
+      (tl.CrossEntropyLoss(), (_logits, _targets, _weights), (_logits, _targets[:1], _weights)),
+      (tl.CrossEntropyLoss(), (_logits, _targets, _weights),
+       (_logits, _targets.astype(jnp.float32), _weights)),
+      (tl.CrossEntropyLoss(), (_logits, _targets, _weights),
+       (_logits, _targets, jnp.ones((3,)))),
+  )

@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import declax.layers as tl
+from tests.layers.jit_variants import LayerVariantsTest
 
 KEY = jax.random.PRNGKey(0)
 
@@ -141,7 +142,7 @@ def test_batch_norm_eval_uses_running_stats(mode):
   y = jax.jit(eval_model.apply)(variables, x)
   stats = variables["batch_stats"]["layers_1"]
   h = tl.Conv(5, (1, 1)).apply({"params": variables["params"]["layers_0"]}, x)
-  expected = (h - stats["mean"]) / jnp.sqrt(stats["var"] + 1e-5)
+  expected = (np.asarray(h) - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5)
   np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
   flax_eval = nn.BatchNorm(use_running_average=True, epsilon=1e-5)
   flax_y = flax_eval.apply({"params": nn.unbox(variables["params"]["layers_1"]),
@@ -186,3 +187,16 @@ def test_batch_norm_mixed_precision_and_grads():
   params = nn.unbox(variables)["params"]
   check_grads(lambda p: tl.BatchNorm().apply({**variables, "params": p}, x), (params,),
               order=1, modes=("rev",))
+
+
+class NormalizationVariantsTest(LayerVariantsTest):
+  """Normalization layers give the same results with and without jit."""
+
+  __test__ = True
+  _x = jax.random.normal(jax.random.PRNGKey(3), (4, 6))
+  CASES = (
+      (tl.LayerNorm(), _x, lambda x: (x - x.mean(-1, keepdims=True))
+       / jnp.sqrt(x.var(-1, keepdims=True) + 1e-6)),
+      (tl.BatchNorm(axis=(0,), mode="eval"), _x, None),
+  )
+  BAD = ((tl.LayerNorm(), _x, jnp.ones((4, 5))),)

@@ -9,6 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 import declax.layers as tl
+from tests.layers.jit_variants import LayerVariantsTest
 
 B, T, D, N = 2, 6, 3, 4
 KEY = jax.random.PRNGKey(0)
@@ -206,7 +207,7 @@ def test_errors_name_the_layer_and_shapes():
   with pytest.raises(tl.LayerError) as info:
     layer.apply(variables, _x((B, T, 5)))
   message = str(info.value)
-  assert message.startswith("LSTM_4: ValueError: input has 5 features")
+  assert message.startswith("LSTM_4: ValueError: [Chex]") and "input has 5 features" in message
   assert "(3, 16)" in message and "f32[2,6,5]" in message
 
   with pytest.raises(tl.LayerError, match=r"Serial\[1\] > GRU_4: AssertionError.*\(2, 3\)"):
@@ -222,3 +223,16 @@ def test_errors_name_the_layer_and_shapes():
   variables = predict.init(KEY, _x())
   with pytest.raises(tl.LayerError, match=r"another batch size"):
     predict.apply(variables, _x((3, 1, D)), mutable=["cache"])
+
+
+class RecurrentVariantsTest(LayerVariantsTest):
+  """Recurrent layers give the same results with and without jit."""
+
+  __test__ = True
+  _x = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 3))
+  CASES = (
+      (tl.LSTM(4), _x, None),
+      (tl.GRU(4), _x, None),
+      (tl.LSTMCell(4), (_x[:, 0], jnp.zeros((2, 8))), None),
+  )
+  BAD = ((tl.LSTM(4), _x, jnp.ones((2, 5))), (tl.GRU(4), _x, jnp.ones((2, 5, 6))))

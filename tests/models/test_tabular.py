@@ -41,7 +41,8 @@ def test_each_column_has_its_own_embedding_and_numbers_pass_through():
   kernel = params["layers_2"]["kernel"].value
   features = jnp.concatenate([tables["layers_0"]["embedding"].value[x[0]],
                               tables["layers_1"]["embedding"].value[x[1]], x[2]], axis=-1)
-  np.testing.assert_allclose(y, features @ kernel + params["layers_2"]["bias"].value, rtol=1e-5)
+  bias = params["layers_2"]["bias"].value[None]
+  np.testing.assert_allclose(y, features @ kernel + bias, rtol=1e-5)
 
 
 def test_log_softmax_output_and_errors_name_the_column():

@@ -7,19 +7,18 @@ The fragments leave out what varies between runs (paths, file:line, PIDs).
 
 CATALOGUE: dict[str, str] = {
   # ---- Layers ---------------------------------------------------------------------------------
-    "L1": "Serial[1] > Dense_4: ValueError: input f32[2,5] has 5 features on its last axis, but "
-          "the kernel is f32[3,4] (inputs (..., 3))",
+    "L1": "[input f32[2,5] has 5 features on its last axis, but the kernel is f32[3,4] (inputs "
+          "(..., 3))]",
     "L2": "Dense_4: ValueError: expects inputs of shape (..., d_in), got a scalar f32[]",
     "L3": "Dense_4: TypeError: stack item 0 has dtype <U1 (str32[1,3]); layers take arrays of "
           "numbers or booleans",
-    "L4": "Conv: ValueError: expects inputs of rank 4 (batch, height, width, channels) for a 2-D "
-          "window, got f32[8,8,3]",
-    "L5": "Conv: ValueError: input f32[1,8,8,4] has 4 channels, but the kernel has shape "
-          "(3, 3, 3, 8) (kernel_size + (in_channels=3, filters))",
+    "L4": "[expects inputs of rank 4 (batch, height, width, channels) for a 2-D window, got "
+          "f32[8,8,3]]",
+    "L5": "[input f32[1,8,8,4] has 4 channels, but the kernel has shape (3, 3, 3, 8) (kernel_size "
+          "+ (in_channels=3, filters))]",
     "L6": "Conv: ValueError: input f32[1,2,2,3] is too small for kernel_size=(3, 3) with padding "
           "'VALID': the output f32[1,0,0,8] is empty",
-    "L7": "Embedding_10_4: TypeError: ids must have an integer dtype, got float32 (f32[2]); cast "
-          "them with ids.astype(jnp.int32)",
+    "L7": "[ids must have an integer dtype, got f32[2]; cast them with ids.astype(jnp.int32)]",
     "L8": "Embedding_10_4: ValueError: 1 id(s) outside [0, 10), e.g. 12",
     "L9": "out_of_range='clip'",
     "L10": "Embedding: out_of_range must be one of ('clip', 'fill', 'raise'), got 'wrap'",
@@ -44,11 +43,10 @@ CATALOGUE: dict[str, str] = {
            "it instead",
     "L24": "F: ValueError: F_out2 returned 1 output(s), but n_out is 2",
     "L25": "Dropout: mode must be one of ('train', 'eval', 'predict'), got 'training'",
-    "L26": "CrossEntropyLoss: ValueError: targets i32[5] must have the shape of model_output "
-           "f32[4,3] without its last (class) axis, i.e. (4,)",
-    "L27": "CrossEntropyLoss: TypeError: targets must be integer class ids, got f32[4]",
-    "L28": "CrossEntropyLoss: ValueError: weights f32[3] do not broadcast to the targets' shape "
-           "i32[4]",
+    "L26": "[targets i32[5] must have the shape of model_output f32[4,3] without its last (class) "
+           "axis]",
+    "L27": "[targets must be integer class ids, got f32[4]]",
+    "L28": "[weights f32[3] must broadcast to the targets' shape i32[4]]",
     "L29": "Dense_4: TypeError: stack item 0 is None; layers take arrays",
   # ---- Configs, registries, command line ------------------------------------------------------
     "C1": "unknown config key --config.train.stepz; did you mean --config.train.steps?",
