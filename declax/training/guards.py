@@ -167,8 +167,6 @@ def check_eval_setup(eval_tasks: Sequence[Any], eval_steps: Sequence[Any], state
     try:
       with sharding.mesh_context(mesh, rules):
         jax.eval_shape(eval_step, state, specs)
-    except DeclaxError:
-      raise
     except Exception as error:  # noqa: BLE001 - any failure here would end the run later
       first = (str(error).strip().splitlines() or [""])[0][:400]
       raise ConfigError(
