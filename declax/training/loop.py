@@ -172,6 +172,10 @@ class Loop:
         check_labels(self.eval_model, self.state.variables, task.sample_batch, "eval")
     if self._eval_tasks:  # a bad eval setup fails now, not after training
       check_eval_setup(self._eval_tasks, self._eval_steps, self.state, self.mesh, self.rules)
+      names = {f"{t.export_prefix}/{n}": 0.0 for t in self._eval_tasks for n in t.metric_names}
+      for wanted in [self._best and self._best[0], (o.plateau or {}).get("metric")]:
+        if wanted and wanted != "train/loss":
+          check_metric_name(wanted, names)
     single = not self._multi
     self._state_check = make_state_check(self.model if single else None,
                                          self._tasks[0].loss_layer if single else None,

@@ -151,6 +151,8 @@ CATALOGUE: dict[str, str] = {
            "data",
     "R34": "cannot be read (RuntimeError:",
     "R35": "it is prepared once into the data dir, which must be a writable directory",
+    "R36": "no evaluation metric 'eval/acuracy' (the evaluations give eval/accuracy, eval/loss); "
+           "did you mean eval/accuracy?",
     "R28": ", outside the model's 3 classes (outputs float32[8, 3]; labels and token ids must "
            "be in [0, 3))",
   # ---- Trax checkpoints (declax.trax_compat) -----------------------------------------------

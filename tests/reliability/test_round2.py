@@ -494,3 +494,12 @@ def test_R35_a_data_dir_that_cannot_be_written_to_prepare(tmp_path, monkeypatch)
   with pytest.raises(DatasetUnavailableError) as info:                          # root here)
     dd.make_pipeline("declax_digits", "train", 8, data_dir=str(tmp_path))
   expect("R35", info.value)
+
+
+def test_R36_an_unknown_metric_to_rank_checkpoints_by_is_found_up_front(tmp_path):
+  eval_tasks = [EvalTask(ArrayBatches(), [tl.CrossEntropyLoss(), tl.Accuracy()],
+                         metric_names=["loss", "accuracy"])]
+  with pytest.raises(ConfigError) as info:
+    make_loop(tmp_path, eval_tasks=eval_tasks, checkpoint_low_metric="acuracy")
+  expect("R36", info.value)
+  assert not os.path.exists(tmp_path / "checkpoints" / "1")
