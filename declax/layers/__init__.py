@@ -94,6 +94,39 @@ __all__ = [
     "Layer", "LayerError", "summary", "with_mode",
 ]
 
+# Efficient attention (Reformer)
+from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
+from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention  # noqa: E402
+from declax.layers.lsh_ff import LSHFF  # noqa: E402
+
+__all__ += ["EncDecAttention", "LSHFF", "LSHSelfAttention", "PureLSHSelfAttention",
+            "SelfAttention"]
+
+# Reversible layers and position encodings (Reformer)
+from declax.layers.position_encodings import (  # noqa: E402
+    AxialPositionalEncoding,
+    FixedBasePositionalEncoding,
+    InfinitePositionalEncoding,
+    Rotate,
+    SinCosPositionalEncoding,
+    TimeBinPositionalEncoding,
+)
+from declax.layers.reversible import (  # noqa: E402
+    ReversibleConcatenatePair,
+    ReversibleHalfResidual,
+    ReversibleLayer,
+    ReversibleReshape,
+    ReversibleSelect,
+    ReversibleSerial,
+    ReversibleSwap,
+)
+
+__all__ += [
+    "AxialPositionalEncoding", "FixedBasePositionalEncoding", "InfinitePositionalEncoding",
+    "ReversibleConcatenatePair", "ReversibleHalfResidual", "ReversibleLayer", "ReversibleReshape",
+    "ReversibleSelect", "ReversibleSerial", "ReversibleSwap", "Rotate", "SinCosPositionalEncoding",
+    "TimeBinPositionalEncoding",
+]
 # Trax compatibility: more of Trax's layers, metrics and functions under Trax's names.
 from declax.layers.activations_extra import (  # noqa: E402
     Exp,

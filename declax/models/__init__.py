@@ -10,6 +10,9 @@ from declax.models.transformer import Transformer, TransformerEncoder, Transform
 
 __all__ += ["MultiEmbeddingModel", "RNNLM", "Resnet50", "Transformer", "TransformerEncoder",
             "TransformerLM", "WideResnet"]
+from declax.models.reformer import Reformer, ReformerLM, ReformerShortenLM  # noqa: E402
+
+__all__ += ["Reformer", "ReformerLM", "ReformerShortenLM"]
 
 # Trax compatibility: more of Trax's models under Trax's names.
 from declax.models.atari_cnn import AtariCnn, AtariCnnBody, FrameStackMLP  # noqa: E402
