@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from declax.errors import DeclaxError
+from declax.layers.dtypes import promote_dtype
 from declax.layers.efficient_attention import (
     EfficientAttentionBase,
     attend,
@@ -215,6 +216,7 @@ class LSHSelfAttention(EfficientAttentionBase):
     o = o.reshape(o.shape[:2] + (self.n_hashes, length, o.shape[-1]))
     logits = logits.reshape(logits.shape[:2] + (self.n_hashes, length, 1))
     probs = jnp.exp(logits - jax.nn.logsumexp(logits, axis=2, keepdims=True))
+    o, probs = promote_dtype(o, probs)  # bfloat16 outputs, float32 weights: float32 (standard)
     return jnp.sum(o * probs, axis=2)
 
   def _rate(self) -> float:
