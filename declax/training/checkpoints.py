@@ -30,10 +30,11 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as preservation
 
 from declax.errors import DeclaxError
+from declax.training.digests import array_digests, mismatched
 from declax.training.state import path_name, tree_signature
 
 __all__ = ["CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError",
-           "Checkpointer", "gather_json", "local_position"]
+           "Checkpointer", "OptimizerMismatchError", "gather_json", "local_position"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,19 @@ class CheckpointMismatchError(DeclaxError, ValueError):
     lines += _listing("different shape/dtype (checkpoint vs model)",
                       [f"{p}: {_fmt(c)} vs {_fmt(m)}" for p, c, m in mismatched])
     super().__init__("\n".join(lines))
+
+
+class OptimizerMismatchError(CheckpointMismatchError):
+  """A healthy checkpoint whose arrays match the model, but whose optimizer state is shaped
+  for another optimizer (adamw saved, adam now): not damage."""
+
+  def __init__(self, directory: str, detail: str):
+    self.directory, self.missing, self.unexpected, self.mismatched = directory, [], [], []
+    ValueError.__init__(
+        self, f"checkpoint {directory} was saved with a different optimizer (its optimizer "
+        f"state is structured differently: {detail}); it is not damaged and nothing was "
+        "restored. Resume with the optimizer that saved it (config.optimizer), or start a "
+        "new workdir from its parameters (config.model_init)")
 
 
 class CheckpointCorruptedError(DeclaxError, ValueError):
@@ -227,8 +241,15 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
                async_save: bool = True, best_metric: str | None = None,
-               best_mode: str = "min", permanent: Callable[[int], bool] | None = None):
+               best_mode: str = "min", permanent: Callable[[int], bool] | None = None,
+               digests: bool = True):
     self.directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      from declax.training.workdir import WorkdirError
+
+      raise WorkdirError(f"{self.directory} is a file, not a directory: the checkpoints go "
+                         "there. Move the file away, or use another output directory")
+    self.digests = digests  # store per-array digests at save, verify them on restore
     self.best_metric = best_metric
     # Kept: the newest `max_to_keep`, the best by `best_metric`, the permanent ones.
     policies: list[Any] = [preservation.LatestN(n=max_to_keep)]
@@ -283,7 +304,8 @@ class Checkpointer:
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
-        meta=ocp.args.JsonSave({"step": int(step), "format_version": FORMAT_VERSION}),
+        meta=ocp.args.JsonSave({"step": int(step), "format_version": FORMAT_VERSION,
+                                **({"digests": array_digests(state)} if self.digests else {})}),
     )
     self.wait_until_finished()  # a failure of the previous save is reported as that step's
     self._pending_step = int(step)
@@ -354,15 +376,36 @@ class Checkpointer:
       target, rebuild = _older_format_target(self._manager.item_metadata(step)["state"],
                                              abstract_state)
       items = {"state": ocp.args.StandardRestore(target)}
-      if "data" in self._manager.item_metadata(step).keys():
-        items["data"] = ocp.args.JsonRestore()
+      stored_items = self._manager.item_metadata(step).keys()
+      for name in ("data", "meta"):
+        if name in stored_items:
+          items[name] = ocp.args.JsonRestore()
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
       data_state = restored["data"] if "data" in items else None
       if data_state is not None and not isinstance(data_state, dict):
         raise TypeError(f"its data position is a {type(data_state).__name__}, not a dict")
     except Exception as error:  # noqa: BLE001 - the tree matched: unreadable files are damage
+      if "tree structures do not match" in str(error):  # same leaves, other optimizer nesting
+        raise OptimizerMismatchError(self._step_dir(step), _short(error, 200)) from error
       raise self._corrupted(step, _short(error)) from error
+    self._verify(step, restored["state"], restored["meta"] if "meta" in items else None)
     return rebuild(restored["state"]), dict(data_state or {})
+
+  def _verify(self, step: int, state: Any, meta: Any) -> None:
+    """The step named in `meta` is the directory's, and the arrays match their digests."""
+    if not isinstance(meta, dict):
+      return
+    saved_as = meta.get("step")
+    if saved_as is not None and int(saved_as) != step:
+      raise self._corrupted(step, f"it holds step {saved_as} (its meta item says so): the "
+                            "directory was renamed or copied. Rename it back (mv "
+                            f"{self._step_dir(step)} {self._step_dir(int(saved_as))})")
+    if self.digests and meta.get("digests"):
+      bad = mismatched(meta["digests"], array_digests(state))
+      if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise self._corrupted(step, f"the array data of {shown} differs from the digest "
+                              "stored when it was saved (flipped bits on the disk?)")
 
   def _corrupted(self, step: int, reason: str) -> CheckpointCorruptedError:
     others = [s for s in self._committed_steps() if s != step]

@@ -167,7 +167,19 @@ def build_eval_task(config: ml_collections.ConfigDict) -> EvalTask | None:
 
   metrics = [registry.get_layer(name) for name in config.train.metrics]
   return EvalTask(from_start, metrics, metric_names=config.train.metric_names,
-                  n_eval_batches=data.n_eval_batches or pipeline.batches_per_epoch)
+                  n_eval_batches=_eval_batches(data.n_eval_batches, pipeline.batches_per_epoch,
+                                               data.eval_split))
+
+
+def _eval_batches(wanted: int | None, per_epoch: int, split: str) -> int:
+  """`config.data.n_eval_batches`, capped at one pass over the split (more would count
+  examples twice), with a warning."""
+  if wanted is None or wanted <= per_epoch:
+    return wanted or per_epoch
+  log.warning("config.data.n_eval_batches=%d is more than the %d batches of the %r split: "
+              "evaluating on %d (one pass; more would count examples twice)", wanted,
+              per_epoch, split, per_epoch)
+  return per_epoch
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,14 +247,26 @@ def loop_features(config: ml_collections.ConfigDict, model: Any, task: TrainTask
   return features
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
-  """Writes the resolved config to `workdir/config.json` (process 0); returns the path."""
+def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                 step: int | None = None) -> str:
+  """Writes the resolved config to `workdir/config.json` (process 0); returns the path.
+
+  A different `config.json` already there (an earlier run's, resumed at `step`) is kept as
+  `config.<step>.json`, so the history of configs is not lost.
+  """
   path = os.path.join(os.fspath(workdir), "config.json")
   if jax.process_index() == 0:
     os.makedirs(os.fspath(workdir), exist_ok=True)
+    text = json.dumps(to_dict(config), indent=2, sort_keys=True, default=str) + "\n"
+    if os.path.isfile(path):
+      with open(path) as f:
+        old = f.read()
+      if old != text:
+        kept = os.path.join(os.fspath(workdir), f"config.{step or 0}.json")
+        os.replace(path, kept)
+        log.info("The earlier config is kept as %s", kept)
     with open(path, "w") as f:
-      json.dump(to_dict(config), f, indent=2, sort_keys=True, default=str)
-      f.write("\n")
+      f.write(text)
   return path
 
 
@@ -260,10 +284,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   loop = build_loop(config, workdir, **loop_kwargs)  # locks the workdir before writing to it
   try:
     if workdir is not None:
-      write_config(config, workdir)
+      write_config(config, workdir, loop.step)
     remaining = config.train.steps - loop.step
     if remaining > 0:
       loop.run(remaining)
+    elif remaining < 0:
+      log.warning("%s holds step %d, beyond config.train.steps=%d: nothing was trained. "
+                  "Raise --config.train.steps to train further (or use a new workdir)",
+                  workdir, loop.step, config.train.steps)
   finally:
     loop.close()
   return loop

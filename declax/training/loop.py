@@ -35,6 +35,17 @@ from declax.training.checkpoints import Checkpointer, gather_json, local_positio
 from declax.training.config_schema import ConfigError
 from declax.training.default_config import get_config
 from declax.training.evaluation import check_metric_name, run_eval_tasks
+from declax.training.guards import (
+  LoopClosedError,
+  NonFiniteStateError,
+  check_eval_model,
+  check_eval_setup,
+  check_keep_checkpoints,
+  check_labels,
+  check_n_steps,
+  claim_workdir,
+  make_state_check,
+)
 from declax.training.loop_options import LoopOptions
 from declax.training.metric_writers import (
   ConsoleWriter,
@@ -126,9 +137,14 @@ class Loop:
       raise ConfigError(f"log_every must be >= 1, got {log_every}")
     eval_tasks = [eval_tasks] if isinstance(eval_tasks, EvalTask) else list(eval_tasks or [])
     self._eval_tasks, self._log_every = eval_tasks, log_every
+    check_keep_checkpoints(keep_checkpoints)
     self._options = o = LoopOptions(**options)
     self.model = model
+    if eval_model is not None and eval_tasks:
+      check_eval_model(eval_model)
     self.eval_model = eval_model if eval_model is not None else with_mode(model, "eval")
+    self.closed = False
+    self._last_batch: Any = None
     every = self._tasks[0].n_steps_per_checkpoint
     self._checkpoint_at = checkpoint_at or at_every(every)
     self._eval_at = eval_at or at_every(eval_every or every or 100)
@@ -149,6 +165,21 @@ class Loop:
     if start.step is not None:
       self._resume_data(start.step, start.data_state)
     self._compile_steps(start.shardings, o.rng_streams)
+    with sharding.mesh_context(self.mesh, self.rules):
+      check_labels(self.eval_model, self.state.variables, self._tasks[0].sample_batch,
+                   "training")
+      for task in self._eval_tasks:
+        check_labels(self.eval_model, self.state.variables, task.sample_batch, "eval")
+    if self._eval_tasks:  # a bad eval setup fails now, not after training
+      check_eval_setup(self._eval_tasks, self._eval_steps, self.state, self.mesh, self.rules)
+      names = {f"{t.export_prefix}/{n}": 0.0 for t in self._eval_tasks for n in t.metric_names}
+      for wanted in [self._best and self._best[0], (o.plateau or {}).get("metric")]:
+        if wanted and wanted != "train/loss":
+          check_metric_name(wanted, names)
+    single = not self._multi
+    self._state_check = make_state_check(self.model if single else None,
+                                         self._tasks[0].loss_layer if single else None,
+                                         tuple(o.rng_streams))
     replicated = sharding.replicated(self.mesh)
     self._metrics = [MetricsBuffer(TrainMetrics, lambda x: jax.device_put(x, replicated))
                      for _ in self._tasks]
@@ -164,6 +195,7 @@ class Loop:
       self._write_hparams(dict(hparams))
     if o.print_summary:
       self._write_summary(self._batch_specs[0][: model.n_in], resumed_from=start.step)
+    self._constructed = True
 
   # ==== Setup ===================================================================================
 
@@ -184,9 +216,11 @@ class Loop:
                        permanent_at: Callable[[int], bool] | None) -> None:
     """Locks the output directory (before anything writes there) and opens its checkpoints."""
     self.output_dir = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
-    self._workdir_lock = self.checkpointer = None
+    self._workdir_lock = self.checkpointer = self._release_claim = None
     if self.output_dir is None:
       return
+    self._release_claim = claim_workdir(self.output_dir, self)  # one live Loop per dir
+    weakref.finalize(self, self._release_claim)
     if jax.process_index() == 0:
       self._workdir_lock = lock_workdir(self.output_dir)
       weakref.finalize(self, self._workdir_lock.release)  # also if __init__ fails later
@@ -196,7 +230,8 @@ class Loop:
     self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"),
                                      max_to_keep=keep_checkpoints, async_save=async_checkpoints,
                                      best_metric=best_metric, best_mode=best_mode,
-                                     permanent=permanent_at)
+                                     permanent=permanent_at,
+                                     digests=self._options.checkpoint_digests)
 
   @staticmethod
   def _global_specs(task: TrainTask) -> tuple[jax.ShapeDtypeStruct, ...]:
@@ -225,6 +260,11 @@ class Loop:
 
   def _resume_data(self, step: int, data_state: dict) -> None:
     for i, task in enumerate(self._tasks):
+      if self._data_key(i) not in data_state and task.data_checkpointable:
+        log.warning("checkpoint step %d in %s holds no data position for task %d (its 'data' "
+                    "item is missing): its training data restarts from the first batch. "
+                    "Restore the item from a copy to resume the data exactly", step,
+                    self.checkpointer.directory, i)
       try:
         task.set_data_state(local_position(data_state.get(self._data_key(i))))
       except (ValueError, TypeError, KeyError) as error:
@@ -312,6 +352,26 @@ class Loop:
     is then True), or on `stop()` (early stopping: `self.stopped_early`). Raises
     `NonFiniteLossError` on a NaN/inf loss, saving nothing from that step on.
     """
+    if self.closed:
+      raise LoopClosedError("this Loop is closed (its workdir lock is released and its "
+                            "checkpointer shut): create a new Loop on the same output_dir to "
+                            "train on (it resumes from the last checkpoint)")
+    n_steps = check_n_steps(n_steps)
+    try:
+      self._run(n_steps)
+    except BaseException:
+      self._finish_saves()  # an in-flight save is completed, not abandoned, before re-raising
+      raise
+
+  def _finish_saves(self) -> None:
+    if self.checkpointer is None:
+      return
+    try:
+      self.checkpointer.wait_until_finished()
+    except Exception as error:  # noqa: BLE001 - the original error is the one to report
+      log.error("A pending checkpoint save failed while stopping: %s", error)
+
+  def _run(self, n_steps: int) -> None:
     start, end = self._step, self._step + n_steps
     self.preempted = self._stop_requested = self._stop_after = False
     for w in self._console_writers():
@@ -330,6 +390,7 @@ class Loop:
         batch = self._next_batch(index, step)
         buffer = self._metrics[index]
         self.state, buffer.running = self._train_steps[index](self.state, buffer.running, batch)
+        self._last_batch = batch if index == 0 else self._last_batch
         self._step = step
         buffer.add(step)
         self._report(progress, everything=False)  # the previous interval: done or nearly
@@ -362,10 +423,33 @@ class Loop:
           break
       if not self.preempted:
         self._report(progress)
-        if self._eval_tasks and self._step > start and evaluated_at != self._step:
-          self.evaluate()
-        self.save_checkpoint(wait=True)
+        self._evaluate_and_save(self._eval_tasks and self._step > start
+                                and evaluated_at != self._step)
     self._writer.flush()
+
+  def _evaluate_and_save(self, evaluate: bool) -> None:
+    """The end of a run: a failing evaluation never costs the trained steps. The checkpoint
+    is written first (before the evaluation), except with `checkpoint_*_metric`, which ranks
+    it by this evaluation: then it is written after, or without metrics if the evaluation
+    fails."""
+    if not evaluate:
+      self.save_checkpoint(wait=True)
+      return
+    if not self._best:
+      self.save_checkpoint()
+      self.evaluate()
+      self._finish_saves_or_raise()
+      return
+    try:
+      self.evaluate()
+    except BaseException:
+      self.save_checkpoint(wait=True)
+      raise
+    self.save_checkpoint(wait=True)
+
+  def _finish_saves_or_raise(self) -> None:
+    if self.checkpointer is not None:
+      self.checkpointer.wait_until_finished()
 
   def _task_index(self, step: int) -> int:
     index = self._which_task(step)
@@ -425,7 +509,8 @@ class Loop:
         self.checkpointer.wait_until_finished()
         latest = self.checkpointer.latest_step()
       directory = self.checkpointer.directory if self.checkpointer else None
-      raise NonFiniteLossError(error.step, error.value, latest, directory) from None
+      raise NonFiniteLossError(error.step, error.value, latest, directory,
+                               getattr(error, "quantity", "loss")) from None
 
   def _check_metrics(self) -> None:
     with self._non_finite_context():
@@ -504,6 +589,14 @@ class Loop:
     """
     if self.checkpointer is None:
       return
+    if self.closed:
+      raise LoopClosedError("save_checkpoint() on a closed Loop: create a new one")
+    with sharding.mesh_context(self.mesh, self.rules):
+      problem = self._state_check(self.state, self._last_batch)
+    if problem is not None:
+      self._finish_saves()
+      raise NonFiniteStateError(self._step, problem, self.checkpointer.latest_step(),
+                                self.checkpointer.directory)
     data_state = {self._data_key(i): gather_json(self._data_position(i))  # one per process
                   for i in range(len(self._tasks))}
     metrics = (self.eval_history[-1][1] if self.eval_history and self._best
@@ -513,7 +606,13 @@ class Loop:
       self.checkpointer.wait_until_finished()
 
   def close(self) -> None:
-    """Stops prefetching, waits for pending checkpoint writes and closes the writers."""
+    """Stops prefetching, waits for pending checkpoint writes and closes the writers.
+
+    A closed Loop refuses to `run` (`LoopClosedError`); closing twice does nothing.
+    """
+    if self.closed:
+      return
+    self.closed = True
     for index, prefetcher in self._prefetchers.items():
       position = prefetcher.get_state()
       prefetcher.close()
@@ -529,6 +628,8 @@ class Loop:
     finally:
       if self._workdir_lock is not None:
         self._workdir_lock.release()
+      if self._release_claim is not None:
+        self._release_claim()
 
   def __enter__(self) -> Loop:
     return self

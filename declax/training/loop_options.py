@@ -27,6 +27,8 @@ class LoopOptions:
   - `plateau`: `{'metric': 'eval/loss', **reduce_on_plateau kwargs}` to feed an evaluation
     metric to the optimizer's `plateau` transform after each evaluation.
   - `plot_curves`: draw `output_dir/curves.png` after each evaluation (`declax.plot`).
+  - `checkpoint_digests`: store a digest of every array with each checkpoint and verify it on
+    restore (flipped bits are reported, not trained on); False skips the pass over the state.
   - `init_params`: `abstract params -> params` for a fresh start (`declax.training.model_init`).
   """
 
@@ -40,3 +42,4 @@ class LoopOptions:
   plateau: Mapping[str, Any] | None = None
   plot_curves: bool = True
   init_params: Callable[[Any], Any] | None = None
+  checkpoint_digests: bool = True

@@ -32,11 +32,12 @@ class NonFiniteLossError(DeclaxError, FloatingPointError):
   """
 
   def __init__(self, step: int, value: float, last_checkpoint: int | None = None,
-               directory: str | None = None):
+               directory: str | None = None, quantity: str = "loss"):
     self.step, self.value, self.last_checkpoint = step, value, last_checkpoint
+    self.quantity = quantity  # 'loss', or 'gradient norm' (a finite loss, a NaN/inf gradient)
     where = (f"; the last good checkpoint is step {last_checkpoint} in {directory}"
              if last_checkpoint is not None else "; no checkpoint was saved")
-    super().__init__(f"training loss is {value} at step {step}: stopping{where}. Lower the "
+    super().__init__(f"training {quantity} is {value} at step {step}: stopping{where}. Lower the "
                      "learning rate, clip gradients (config.optimizer.clip_norm) or check the "
                      "data for NaNs.")
 
@@ -87,24 +88,28 @@ class Running:
 
   - `metrics`: the steps' clu `Collection`s merged (`Average`: total and count; `LastValue`:
     the latest).
-  - `bad_step`: the first of those steps whose loss was NaN or inf (-1: none), and
-    `bad_loss` its loss.
+  - `bad_step`: the first of those steps whose loss or gradient norm was NaN or inf (-1:
+    none), `bad_loss` its loss, and `bad_grad` its gradient norm (a finite loss with a NaN
+    gradient, e.g. 0 * inf, would store NaN parameters just the same).
   """
 
   metrics: Any
   bad_step: jax.Array
   bad_loss: jax.Array
+  bad_grad: jax.Array = struct.field(default_factory=lambda: jnp.zeros((), jnp.float32))
 
   @classmethod
   def empty(cls, collection: type) -> Running:
-    return cls(collection.empty(), jnp.full((), -1, jnp.int32), jnp.zeros((), jnp.float32))
+    return cls(collection.empty(), jnp.full((), -1, jnp.int32), jnp.zeros((), jnp.float32),
+               jnp.zeros((), jnp.float32))
 
   def merge(self, later: Running) -> Running:
     """Both intervals as one (`later` follows `self`); the first bad step is kept."""
     earlier_bad = self.bad_step >= 0
     return Running(self.metrics.merge(later.metrics),
                    jnp.where(earlier_bad, self.bad_step, later.bad_step),
-                   jnp.where(earlier_bad, self.bad_loss, later.bad_loss))
+                   jnp.where(earlier_bad, self.bad_loss, later.bad_loss),
+                   jnp.where(earlier_bad, self.bad_grad, later.bad_grad))
 
 
 def accumulate(running: Running, step: jax.Array, metrics: Any) -> Running:
@@ -115,10 +120,13 @@ def accumulate(running: Running, step: jax.Array, metrics: Any) -> Running:
   ```
   """
   loss = metrics.loss.total / metrics.loss.count
-  first_bad = (running.bad_step < 0) & ~jnp.isfinite(loss)
+  grad = getattr(metrics, "grad_norm", None)
+  grad = grad.total / grad.count if grad is not None else jnp.zeros((), jnp.float32)
+  first_bad = (running.bad_step < 0) & ~(jnp.isfinite(loss) & jnp.isfinite(grad))
   return Running(running.metrics.merge(metrics),
                  jnp.where(first_bad, jnp.asarray(step, jnp.int32), running.bad_step),
-                 jnp.where(first_bad, loss.astype(jnp.float32), running.bad_loss))
+                 jnp.where(first_bad, loss.astype(jnp.float32), running.bad_loss),
+                 jnp.where(first_bad, grad.astype(jnp.float32), running.bad_grad))
 
 
 class MetricsBuffer:
@@ -198,5 +206,8 @@ def _fetch(running: Running) -> Running:
   """`running` on the host (one transfer), or `NonFiniteLossError` naming its first bad step."""
   host = jax.device_get(running)
   if int(host.bad_step) >= 0:
+    if np.isfinite(float(host.bad_loss)):
+      raise NonFiniteLossError(int(host.bad_step), float(host.bad_grad),
+                               quantity="gradient norm")
     raise NonFiniteLossError(int(host.bad_step), float(host.bad_loss))
   return host
