@@ -65,6 +65,12 @@ TrainMetrics = clu_metrics.Collection.create(
     grad_norm=clu_metrics.Average.from_output("grad_norm"),
     learning_rate=clu_metrics.LastValue.from_output("learning_rate"),
 )
+# The same without the learning rate, for optimizers whose rate cannot be known (a plain
+# `optax.adamw(3e-3)` without a schedule): it is left out of the logs rather than logged as NaN.
+TrainMetricsNoLR = clu_metrics.Collection.create(
+    loss=clu_metrics.Average.from_output("loss"),
+    grad_norm=clu_metrics.Average.from_output("grad_norm"),
+)
 
 
 def eval_metrics_type(names: Sequence[str]) -> type[clu_metrics.Collection]:
@@ -135,7 +141,7 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
 
   Other variable collections (BatchNorm's `batch_stats`) are updated from the forward pass.
   The learning rate reported is the one `inject_hyperparams` stored in the optimizer state, else
-  `lr_schedule(step)`.
+  `lr_schedule(step)`, else none (the metrics have no `learning_rate`).
   """
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, TrainMetrics]:
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -151,13 +157,17 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
     param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, param_updates)
     lr = current_learning_rate(opt_state)
-    if lr is None:
-      lr = lr_schedule(state.step) if lr_schedule is not None else jnp.nan
+    if lr is None and lr_schedule is not None:
+      lr = lr_schedule(state.step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state={**state.model_state, **updates})
-    metrics = TrainMetrics.single_from_model_output(
-        loss=loss, grad_norm=optax.tree.norm(grads),
-        learning_rate=jnp.asarray(lr, jnp.float32))
+    if lr is None:
+      metrics = TrainMetricsNoLR.single_from_model_output(loss=loss,
+                                                          grad_norm=optax.tree.norm(grads))
+    else:
+      metrics = TrainMetrics.single_from_model_output(
+          loss=loss, grad_norm=optax.tree.norm(grads),
+          learning_rate=jnp.asarray(lr, jnp.float32))
     return new_state, metrics
 
   return train_step

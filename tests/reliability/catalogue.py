@@ -58,8 +58,8 @@ CATALOGUE: dict[str, str] = {
     "C6": "Unknown model 'Transformerlm'; did you mean 'TransformerLM'? (known models:",
     "C7": "model 'MLP' does not take argument(s) ['layer_width']; did you mean 'layer_widths'? "
           "(it takes: layer_widths, n_classes",
-    "C8": "Unknown optimizer 'adamx'; did you mean 'adam'? (known optimizers: adafactor, adam, "
-          "adamw, lion, momentum, sgd)",
+    "C8": "Unknown optimizer 'lamm'; did you mean 'lamb'? (known optimizers: adabelief, "
+          "adadelta, adafactor,",
     "C9": "optimizer 'adamw' does not take argument(s) ['beta2']; did you mean 'b2'?",
     "C10": "Unknown schedule 'cosine'; known schedules:",
     "C11": "Unknown layer 'CrossEntropy'; did you mean 'CrossEntropyLoss'?",
