@@ -205,6 +205,17 @@ class Loop:
     """The model's parameters (`model.apply({'params': loop.params, ...}, x)`)."""
     return self.state.params
 
+  def predict(self, inputs: Any) -> Any:
+    """The model's outputs on new `inputs`, in `'eval'` mode with the current variables.
+
+    ```python
+    logits = loop.predict(x_test)   # see declax.training.predict for the workdir variant
+    ```
+    """
+    from declax.training.predict import predict  # late import: predict builds on the loop's API
+
+    return predict(self.model, self.state.variables, inputs)
+
   @property
   def losses(self) -> list[tuple[int, float]]:
     """`(step, loss)` of every step reported so far (the most recent 100k)."""
