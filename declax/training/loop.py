@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = ["Loop", "LoopOptions"]
 log = logging.getLogger(__name__)
 
 _DEFAULTS = get_config().train
+LOG_SECONDS = 10.0  # a progress line at least this often, however slow the steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +250,7 @@ class Loop:
       w.total_steps = end
     progress = Progress(total_steps=end, batch_size=self._batch_specs[0].shape[0])
     progress.start(start)
+    last_mark = time.monotonic()
     with (self._signals(), sharding.peer_failures(lambda: f"training step {self._step + 1}"),
           sharding.mesh_context(self.mesh, self.rules)):
       for step in range(start + 1, end + 1):
@@ -257,8 +260,9 @@ class Loop:
         self._metrics.add(step, metrics)
         if self._metrics.has_due:  # the previous chunk: its steps are done or nearly done
           self._report(progress, everything=False)
-        if step % self._log_every == 0:
-          self._metrics.mark()
+        if step % self._log_every == 0 or time.monotonic() - last_mark >= LOG_SECONDS:
+          self._metrics.mark()  # every log_every steps, and at least every LOG_SECONDS
+          last_mark = time.monotonic()
         if self._preemption(step):
           self._report(progress)
           self.save_checkpoint(wait=True)
