@@ -121,6 +121,8 @@ def _run(argv: Sequence[str]) -> None:
                            "(or DECLAX_NUM_PROCESSES / DECLAX_PROCESS_ID)")
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            initialization_timeout=_INIT_TIMEOUT.value)
+  if flags.FLAGS.log_dir:  # console lines go to absl's log file too (see metric_writers)
+    _log_console_to_absl_file(flags.FLAGS.log_dir)
   for name in _QUIET_LOGGERS:  # (absl: Orbax logs every save at INFO, TFDS every prepare)
     logging.getLogger(name).setLevel(logging.WARNING)
   from declax.training.from_config import train_and_evaluate
@@ -140,6 +142,17 @@ def _run(argv: Sequence[str]) -> None:
     print(f"Preempted at step {loop.step}: checkpoint saved in {_WORKDIR.value}; rerun the same "
           "command to resume.", flush=True)
   sys.exit(0)
+
+
+def _log_console_to_absl_file(log_dir: str) -> None:
+  from absl import logging as absl_logging
+
+  from declax.training.metric_writers import CONSOLE_LOG
+
+  handler = absl_logging.get_absl_handler()
+  handler.use_absl_log_file("declax-train", log_dir)
+  CONSOLE_LOG.addHandler(handler)
+  CONSOLE_LOG.setLevel(logging.INFO)
 
 
 def _report_failure(error: BaseException) -> None:

@@ -116,3 +116,14 @@ def test_config_variant_is_passed_to_get_config():
                  "--show_config"], timeout=120)
   assert result.returncode == 0, result.stderr
   assert "  n_layers = 1" in result.stdout and "  steps = 200" in result.stdout
+
+
+def test_log_dir_captures_the_console_lines(tmp_path):
+  logs = tmp_path / "logs"
+  logs.mkdir()
+  result = _run([*SMALL, "--workdir", str(tmp_path / "run"), "--config.train.steps=2",
+                 "--config.train.log_every=1", "--log_dir", str(logs)])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "step 2/2 | loss" in result.stdout and result.stdout.count("step 2/2 | loss") == 1
+  text = "".join(p.read_text() for p in logs.iterdir() if p.is_file())
+  assert "step 2/2 | loss" in text and "hparams:" in text

@@ -79,6 +79,12 @@ def _format_value(name: str, value: float) -> str:
   return f"{short} {value:.4f}"
 
 
+# Console lines also go to this logger. It does not propagate, so they are not printed twice;
+# `declax-train --log_dir DIR` attaches absl's log file to it (Flax examples' `logging.info`).
+CONSOLE_LOG = logging.getLogger("declax.console")
+CONSOLE_LOG.propagate = False
+
+
 class ConsoleWriter(MetricWriter):
   """Prints `step 100/1000 | loss 0.3121 | learning_rate 0.0010 | 412.3 steps/s | ETA 0:00:02`.
 
@@ -92,6 +98,7 @@ class ConsoleWriter(MetricWriter):
   def _print(self, text: str) -> None:
     stream = self._stream or sys.stdout
     print(text, file=stream, flush=True)
+    CONSOLE_LOG.info(text)
 
   def _step(self, step: int) -> str:
     return f"step {step}" + (f"/{self.total_steps}" if self.total_steps else "")
