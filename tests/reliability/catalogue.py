@@ -109,4 +109,11 @@ CATALOGUE: dict[str, str] = {
     "M1": "process 0 of 2 lost contact with another process during training step",
     "M2": "Terminating process because the JAX distributed service detected fatal errors",
     "M3": "The following tasks are unhealthy (stopped sending heartbeats)",
+  # ---- Library use: Linen interop, CLI, export --------------------------------------------------
+    "I1": "TwoInputs.__call__(a, b) cannot take 1 stack item(s) (missing a required argument: "
+          "'b'); state its arity with tl.Linen(TwoInputs(...), n_in=2, n_out=...)",
+    "I2": "Linen wraps a flax.linen.Module, got function",
+    "I3": "declax-train: error: --workdir is required (the directory for checkpoints, metrics "
+          "and the resolved config)",
+    "I4": "config.json not found: is",
 }
