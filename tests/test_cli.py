@@ -127,3 +127,11 @@ def test_log_dir_captures_the_console_lines(tmp_path):
   assert "step 2/2 | loss" in result.stdout and result.stdout.count("step 2/2 | loss") == 1
   text = "".join(p.read_text() for p in logs.iterdir() if p.is_file())
   assert "step 2/2 | loss" in text and "hparams:" in text
+
+
+def test_preparing_a_local_dataset_prints_no_download_line(tmp_path, capsys):
+  from declax.data.sources import prepare
+
+  _, builder = prepare("declax_digits", data_dir=str(tmp_path))
+  assert builder.is_prepared()
+  assert "Downloading and preparing" not in capsys.readouterr().out
