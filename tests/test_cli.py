@@ -111,6 +111,7 @@ def test_show_config_prints_keys_values_defaults_and_help_without_a_workdir():
   assert any("eval_split = 'test'" in line and "None: no evaluation" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_config_variant_is_passed_to_get_config():
   result = _run(["--config", os.path.join(ROOT, "configs", "pysrc_lm.py") + ":small",
                  "--show_config"], timeout=120)
@@ -118,6 +119,7 @@ def test_config_variant_is_passed_to_get_config():
   assert "  n_layers = 1" in result.stdout and "  steps = 200" in result.stdout
 
 
+@pytest.mark.slow
 def test_log_dir_captures_the_console_lines(tmp_path):
   logs = tmp_path / "logs"
   logs.mkdir()

@@ -44,6 +44,7 @@ def digits_workdir(tmp_path_factory):
   return workdir, config, loop
 
 
+@pytest.mark.slow
 def test_restore_from_workdir_takes_the_image_shapes_from_the_data(digits_workdir):
   workdir, config, loop = digits_workdir
   specs = model_input_specs(config)
