@@ -85,3 +85,15 @@ def test_nnx_bridge_wraps_a_declax_model():
   model = nnx.bridge.ToNNX(tl.Serial(tl.Dense(4), tl.Relu(), tl.Dense(2)), rngs=nnx.Rngs(0))
   nnx.bridge.lazy_init(model, X)
   assert model(X).shape == (2, 2)
+
+
+class Halves(nn.Module):
+  def __call__(self, x):
+    return x[..., :1], x[..., 1:]
+
+
+def test_linen_wrapper_with_several_outputs_and_its_output_count_checked():
+  model = tl.Serial(tl.Linen(Halves(), n_out=2), tl.Concatenate())
+  np.testing.assert_array_equal(model.apply({}, X), X)
+  with pytest.raises(tl.LayerError, match="returned 2 outputs, but n_out is 1"):
+    tl.Serial(Halves()).apply({}, X)
