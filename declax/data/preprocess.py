@@ -59,7 +59,9 @@ def make_batch_fn(
             f"normalize='standardize' needs pixel mean/std, and DatasetSpec {spec.name!r} has "
             "none: register it with DatasetSpec(..., mean=..., std=...)"
         )
-    weights = spec.kind == "lm" if add_weights is None else add_weights
+    weights = add_weights
+    if weights is None:
+        weights = spec.kind == "lm" or spec.weights_key is not None
     x_key, y_key = spec.input_key, spec.target_key
 
     def image(ex: dict[str, np.ndarray]) -> Batch:
@@ -82,6 +84,8 @@ def make_batch_fn(
         as_jax = lambda a: _int32(a) if np.issubdtype(a.dtype, np.integer) else a  # no int64
         xs = tuple(as_jax(np.asarray(ex[k])) for k in keys)
         y = as_jax(np.asarray(ex[y_key]))
+        if spec.weights_key is not None and weights:
+            return (*xs, y, np.asarray(ex[spec.weights_key], np.float32))
         return (*xs, y, np.ones(y.shape, np.float32)) if weights else (*xs, y)
 
     return {"image": image, "lm": lm, "supervised": supervised}[spec.kind]

@@ -33,6 +33,7 @@ class DatasetSpec:
   - `max_value`: the largest raw pixel value (images are divided by it).
   - `mean`, `std`: statistics of the scaled pixels, for `normalize='standardize'`.
   - `splits`: (train split, eval split).
+  - `weights_key`: for `'supervised'`, a feature holding per-target loss weights (default: ones).
 
   >>> spec = DatasetSpec('my_digits', MyBuilder, kind='image', n_classes=10, max_value=16)
   """
@@ -49,6 +50,7 @@ class DatasetSpec:
   std: float | None = None
   splits: tuple[str, str] = ("train", "test")
   description: str = ""
+  weights_key: str | None = None
 
   def __post_init__(self):
     if self.kind not in KINDS:

@@ -96,3 +96,115 @@ __all__ = [
     # Linen interop
     "Linen", "LinenArityError",
 ]
+
+# Efficient attention (Reformer)
+from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
+from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention  # noqa: E402
+from declax.layers.lsh_ff import LSHFF  # noqa: E402
+
+__all__ += ["EncDecAttention", "LSHFF", "LSHSelfAttention", "PureLSHSelfAttention",
+            "SelfAttention"]
+
+# Reversible layers and position encodings (Reformer)
+from declax.layers.position_encodings import (  # noqa: E402
+    AxialPositionalEncoding,
+    FixedBasePositionalEncoding,
+    InfinitePositionalEncoding,
+    Rotate,
+    SinCosPositionalEncoding,
+    TimeBinPositionalEncoding,
+)
+from declax.layers.reversible import (  # noqa: E402
+    ReversibleConcatenatePair,
+    ReversibleHalfResidual,
+    ReversibleLayer,
+    ReversibleReshape,
+    ReversibleSelect,
+    ReversibleSerial,
+    ReversibleSwap,
+)
+
+__all__ += [
+    "AxialPositionalEncoding", "FixedBasePositionalEncoding", "InfinitePositionalEncoding",
+    "ReversibleConcatenatePair", "ReversibleHalfResidual", "ReversibleLayer", "ReversibleReshape",
+    "ReversibleSelect", "ReversibleSerial", "ReversibleSwap", "Rotate", "SinCosPositionalEncoding",
+    "TimeBinPositionalEncoding",
+]
+# Trax compatibility: more of Trax's layers, metrics and functions under Trax's names.
+from declax.layers.activations_extra import (  # noqa: E402
+    Exp,
+    HardSigmoid,
+    Log,
+    LogSumExp,
+    ThresholdedLinearUnit,
+    ThresholdToBinary,
+)
+from declax.layers.custom_grad import has_custom_backward  # noqa: E402
+from declax.layers.math_fns import (  # noqa: E402
+    log_gaussian_diag_pdf,
+    log_gaussian_pdf,
+    log_softmax,
+    one_hot,
+)
+from declax.layers.metrics_extra import (  # noqa: E402
+    BinaryCrossEntropy,
+    BinaryCrossEntropySum,
+    CrossEntropySum,
+    MacroAveragedFScore,
+    MaskedSequenceAccuracy,
+    SequenceAccuracy,
+    SigmoidBinaryCrossEntropyLoss,
+    SmoothL1Loss,
+    WeightedFScore,
+    WeightedSum,
+)
+from declax.layers.utility import (  # noqa: E402
+    Cache,
+    FlattenList,
+    PrintShape,
+    RandomUniform,
+    SummaryImage,
+    SummaryScalar,
+    Weights,
+)
+
+__all__ += [
+    "BinaryCrossEntropy", "BinaryCrossEntropySum", "Cache", "CrossEntropySum", "Exp",
+    "FlattenList", "HardSigmoid", "Log", "LogSumExp", "MacroAveragedFScore",
+    "MaskedSequenceAccuracy", "PrintShape", "RandomUniform", "SequenceAccuracy",
+    "SigmoidBinaryCrossEntropyLoss", "SmoothL1Loss", "SummaryImage", "SummaryScalar",
+    "ThresholdToBinary", "ThresholdedLinearUnit", "WeightedFScore", "WeightedSum", "Weights",
+    "has_custom_backward", "log_gaussian_diag_pdf", "log_gaussian_pdf", "log_softmax", "one_hot",
+]
+from declax.layers.assert_shape import (  # noqa: E402
+    AssertFunction,
+    AssertShape,
+    ShapeAssertionError,
+    assert_shape,
+)
+from declax.layers.attention_extra import (  # noqa: E402
+    ConfigurableAttention,
+    DotProductCausalAttention,
+    EncoderDecoderMask,
+    MergeHeads,
+    PureAttention,
+    SplitIntoHeads,
+)
+from declax.layers.convolution_extra import (  # noqa: E402
+    CausalConv,
+    CausalDepthwiseConv,
+    LocallyConnected1d,
+)
+from declax.layers.deconvolution import ConvTranspose  # noqa: E402
+from declax.layers.filter_response_norm import FilterResponseNorm  # noqa: E402
+from declax.layers.rnn_extra import SRU, ConvGRUCell, GeneralGRUCell, MakeZeroState  # noqa: E402
+
+__all__ += [
+    "AssertFunction", "AssertShape", "CausalConv", "CausalDepthwiseConv", "ConfigurableAttention",
+    "ConvGRUCell", "ConvTranspose", "DotProductCausalAttention", "EncoderDecoderMask",
+    "FilterResponseNorm", "GeneralGRUCell", "LocallyConnected1d", "MakeZeroState", "MergeHeads",
+    "PureAttention", "SRU", "ShapeAssertionError", "SplitIntoHeads", "assert_shape",
+]
+from declax.layers.argument_errors import LayerArgumentError  # noqa: E402
+
+__all__ += ["LayerArgumentError"]

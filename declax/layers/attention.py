@@ -46,6 +46,8 @@ def _kw(default: Any) -> Any:
 class _MultiHeadAttention(Layer):
   """Fields, parameters and computation shared by the attention layers."""
 
+  passes_extra_items = True  # Trax builds these as a Serial
+
   d_feature: int
   n_heads: int = 1
   dropout: float = 0.0

@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import numpy as np
 
+from declax.layers.custom_grad import run_forward
 from declax.layers.errors import Frame, LayerError, Origin, caller_location
 from declax.layers.modes import MODES, check_mode, with_mode
 from declax.layers.partitioning import constrain, param_init
@@ -107,6 +108,9 @@ class Layer(nn.Module):
     body = "\n".join("  " + str(c).replace("\n", "\n  ") for c in children)
     return f"{self.header}[\n{body}\n]"
 
+  def __repr__(self) -> str:  # Trax's short form, not Flax's dump of every field
+    return str(self)
+
   # -- calling ------------------------------------------------------------------------------
 
   def _frame(self, items: Sequence[Any], child_name: str | None) -> Frame:
@@ -120,8 +124,15 @@ class Layer(nn.Module):
       return match.group(2)
     return child_name
 
+  # Layers that Trax builds as a `Serial` (e.g. `CausalAttention`) set this: called at the top
+  # level with more items than `n_in`, they pass the extra items through under their outputs.
+  passes_extra_items = False
+
   def _check_arity(self, items: tuple) -> tuple[tuple, tuple]:
     """Splits the received items into this layer's inputs and items passed through below."""
+    if (self.passes_extra_items and len(items) > self.n_in
+        and not isinstance(self.parent, Layer)):
+      return items[: self.n_in], items[self.n_in :]
     if len(items) != self.n_in:
       raise ValueError(f"{self.header} got {len(items)} input(s), expects {self.n_in}")
     return items, ()
@@ -132,7 +143,7 @@ class Layer(nn.Module):
       _check_item_types(items)
       inputs, passed = self._check_arity(items)
       self.contract(*inputs)
-      outputs = unpack_outputs(self.forward(*inputs), self)
+      outputs = unpack_outputs(run_forward(self, inputs), self)
     except LayerError as error:
       child_name = getattr(error, "_child_name", None)
       frames = (self._frame(items, child_name),) + error.frames

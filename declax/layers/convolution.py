@@ -107,7 +107,8 @@ class Conv(Layer):
     return axes if len(axes) == rank else (None,) * (rank - len(axes)) + axes
 
   def contract(self, x):
-    _check_rank(x, len(self.kernel_size))
+    if jnp.ndim(x) < len(self.kernel_size) + 2:  # more leading axes fold into the batch (Trax)
+      _check_rank(x, len(self.kernel_size))
     stored = stored_param_shape(self, "kernel")
     if stored is not None:
       chex.assert_axis_dimension(x, -1, stored[-2], exception_type=ValueError,
@@ -118,6 +119,9 @@ class Conv(Layer):
   @nn.compact
   def forward(self, x):
     n = len(self.kernel_size)
+    lead = x.shape[: max(jnp.ndim(x) - n - 1, 1)]
+    if jnp.ndim(x) > n + 2:  # extra leading axes are folded into the batch, as in Trax
+      x = jnp.reshape(x, (-1,) + x.shape[len(lead) :])
     kernel_shape = self.kernel_size + (x.shape[-1], self.filters)
     kernel = self.param("kernel", param_init(self.kernel_initializer, self._kernel_axes()),
                         kernel_shape, self.param_dtype)
@@ -139,7 +143,8 @@ class Conv(Layer):
     if 0 in y.shape[1 : n + 1]:
       raise ValueError(f"input {describe([x])} is too small for kernel_size={self.kernel_size} "
                        f"with padding {self.padding!r}: the output {describe([y])} is empty")
-    return y if bias is None else y + lax.broadcast_to_rank(bias, y.ndim)
+    y = y if bias is None else y + lax.broadcast_to_rank(bias, y.ndim)
+    return jnp.reshape(y, lead + y.shape[1:])
 
 
 class _Pool(Layer):

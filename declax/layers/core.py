@@ -337,26 +337,72 @@ def sinusoidal_encoding(positions: jax.Array, d_feature: int) -> jax.Array:
 
 
 class PositionalEncoding(Layer):
-  """Adds fixed sinusoidal position encodings to `(batch, length, d_feature)` inputs.
+  """Adds position encodings to `(batch, length, d_feature)` inputs: Trax's trained table.
 
-  Unlike Trax, the encodings are not trainable parameters (the layer has none). In `'train'`
-  mode with `dropout > 0` the encodings (not the inputs) are dropped out, the mask being shared
-  along `dropout_broadcast_dims` (Trax's default: the length axis). In `'predict'` mode the
-  current position lives in the `'cache'` collection (`position`, int32 scalar): each call adds
-  the encodings of positions `position .. position + length - 1` and, when `'cache'` is mutable
-  (and not during `init`), advances it by `length`.
+  The table `weights` `(max_len, d)` is a trained parameter initialised with the Transformer
+  sinusoids (even features `sin(p / 10000^(2i/d))`, odd ones `cos`), as in Trax; with
+  `d_feature` set, a `(max_len, d_feature)` table is projected to the input depth by a learned
+  `ff` matrix. `trainable=False` adds the fixed sinusoids instead and has no parameters
+  (declax's earlier behaviour). In `'train'` mode with `dropout > 0` the encodings (not the
+  inputs) are dropped out, the mask being shared along `dropout_broadcast_dims` (default: the
+  length axis); with `start_from_zero_prob < 1` training positions start at a random offset
+  below `max_offset_to_add` that often. In `'predict'` mode the current position lives in the
+  `'cache'` collection (`position`, int32): each call adds the encodings of positions
+  `position .. position + length - 1` and, when `'cache'` is mutable (and not during `init`),
+  advances it by `length`. `use_bfloat16` stores the table in bfloat16.
 
   ```python
   enc = tl.PositionalEncoding(max_len=64, mode='predict')
   variables = enc.init(key, x[:, :1])                      # cache: {'position': 0}
   y, updates = enc.apply(variables, x[:, :1], mutable=['cache'])   # position -> 1
+  tl.PositionalEncoding(max_len=64, trainable=False)      # fixed sinusoids, no parameters
   ```
   """
 
   max_len: int = 2048
   dropout: float = 0.0
   dropout_broadcast_dims: Sequence[int] = (-2,)
+  use_bfloat16: bool = False
+  start_from_zero_prob: float = 1.0
+  max_offset_to_add: int = 0
+  d_feature: int | None = None
   mode: str = "train"
+  trainable: bool = True
+
+  def __post_init__(self):
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"PositionalEncoding: dropout must be in [0, 1), got {self.dropout}")
+    super().__post_init__()
+
+  def _predict_start(self, length: int) -> jax.Array:
+    """Where this call's positions begin in `'predict'` mode (advances the cache)."""
+    is_initialized = self.has_variable("cache", "position")
+    position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+    start = position.value
+    if not isinstance(start, jax.core.Tracer) and int(start) + length > self.max_len:
+      raise ValueError(f"decoding position {int(start)} + {length} exceeds max_len="
+                       f"{self.max_len}")
+    if is_initialized and self.is_mutable_collection("cache"):
+      position.value = start + length
+    return start
+
+  def _table(self, d_model: int) -> jax.Array:
+    d_table = self.d_feature or d_model
+    if not self.trainable:
+      return sinusoidal_encoding(jnp.arange(self.max_len), d_model)
+    dtype = jnp.bfloat16 if self.use_bfloat16 else jnp.float32
+
+    def init(key, shape, dtype):
+      del key  # deterministic: Trax initialises the table with the sinusoids
+      return sinusoidal_encoding(jnp.arange(shape[0]), shape[1]).astype(dtype)
+
+    table = self.param("weights", param_init(init, (None, "embed")), (self.max_len, d_table),
+                       dtype)
+    if self.d_feature is not None:
+      ff = self.param("ff", param_init(nn.initializers.glorot_uniform(), ("embed", None)),
+                      (d_table, d_model))
+      table = jnp.dot(table, ff)
+    return table
 
   def contract(self, x):
     chex.assert_rank(x, 3, exception_type=ValueError,
@@ -364,23 +410,20 @@ class PositionalEncoding(Layer):
 
   @nn.compact
   def forward(self, x):
-    length, d_feature = x.shape[1], x.shape[2]
+    length = x.shape[1]
+    table = self._table(x.shape[2]).astype(x.dtype)
     if self.mode == "predict":
-      is_initialized = self.has_variable("cache", "position")
-      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
-      start = position.value
-      if not isinstance(start, jax.core.Tracer) and int(start) + length > self.max_len:
-        raise ValueError(f"decoding position {int(start)} + {length} exceeds max_len="
-                         f"{self.max_len}")
-      if is_initialized and self.is_mutable_collection("cache"):
-        position.value = start + length
-      positions = start + jnp.arange(length)
+      start = self._predict_start(length)
     else:
       if length > self.max_len:
         raise ValueError(f"sequence length {length} ({describe([x])}) exceeds max_len="
                          f"{self.max_len}")
-      positions = jnp.arange(length)
-    encoding = sinusoidal_encoding(positions, d_feature)[None].astype(x.dtype)
+      start = 0
+      if self.mode == "train" and self.start_from_zero_prob < 1.0:
+        rng1, rng2 = jax.random.split(self.make_rng("dropout"))
+        offset = jax.random.randint(rng1, (), 0, max(self.max_offset_to_add, 1))
+        start = jnp.where(jax.random.uniform(rng2, ()) < self.start_from_zero_prob, 0, offset)
+    encoding = jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)[None]
     if self.mode == "train" and self.dropout > 0.0:
       shared = tuple(d % 3 for d in self.dropout_broadcast_dims) + (0,)
       encoding = apply_dropout(self, encoding, self.dropout, shared)

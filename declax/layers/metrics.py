@@ -20,6 +20,7 @@ import optax
 from declax.layers.base import Layer
 from declax.layers.core import ArgMax
 from declax.layers.dtypes import at_least_float32
+from declax.layers.metrics_extra import log_probs_cross_entropy, probs_binary_cross_entropy
 from declax.layers.stack import describe
 
 
@@ -113,9 +114,10 @@ class WeightedCategoryCrossEntropy(_Smoothed):
     return _weighted_mean(values, targets, weights)
 
 
-class CrossEntropyLoss(_Categorical):
+class CrossEntropyLoss(_Metric):
   """Weighted mean of `-model_output[target]`, where `model_output` are log-probabilities
-  (e.g. after `LogSoftmax`) — Trax 1.4's `CrossEntropyLoss`.
+  (e.g. after `LogSoftmax`) — Trax 1.4's `CrossEntropyLoss`. Targets are category ids (integer,
+  or float as Trax allows), or target distributions of `model_output`'s shape (soft targets).
 
   ```python
   loss = tl.Serial(tl.LogSoftmax(), tl.CrossEntropyLoss())   # on (logits, targets, weights)
@@ -124,10 +126,19 @@ class CrossEntropyLoss(_Categorical):
 
   n_in = 3
 
+  def contract(self, model_output, targets, weights=None):
+    if jnp.shape(targets) != jnp.shape(model_output):  # else: soft targets (distributions)
+      chex.assert_shape(targets, jnp.shape(model_output)[:-1], exception_type=ValueError,
+                        custom_message=(
+          f"targets {describe([targets])} must have the shape of model_output "
+          f"{describe([model_output])} without its last (class) axis, or its whole shape for "
+          "target distributions"))
+    super().contract(model_output, targets, weights)
+
   def forward(self, model_output, targets, weights):
-    log_probs = _float(model_output)
-    values = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    return _weighted_mean(values, targets, weights)
+    values = log_probs_cross_entropy(model_output, targets)
+    return _weighted_mean(values, targets if values.shape == jnp.shape(targets) else values,
+                          weights)
 
 
 def _accuracy_values(model_output, targets):
@@ -183,23 +194,22 @@ class Accuracy(_Metric):
 
 
 class BinaryCrossEntropyLoss(_Metric):
-  """Weighted mean binary cross-entropy of logits against 0/1 targets.
-
-  `model_output` has the targets' shape, or that shape plus a trailing axis of size 1.
+  """Binary cross-entropy of *probabilities* against 0/1 targets of the same shape, as Trax's
+  `BinaryCrossEntropyLoss`: `-sum(t log p + (1 - t) log(1 - p)) / batch_size`, then Trax's
+  weighted mean of that scalar (so uniform weights leave it unchanged). On logits use
+  `SigmoidBinaryCrossEntropyLoss`.
 
   ```python
-  tl.BinaryCrossEntropyLoss().apply({}, (logits, labels, weights))
+  tl.BinaryCrossEntropyLoss().apply({}, (jnp.array([0.7]), jnp.array([1.0]), 1.0))   # 0.3567
   ```
   """
 
   n_in = 3
 
   def forward(self, model_output, targets, weights):
-    if jnp.shape(model_output) == jnp.shape(targets) + (1,):
-      model_output = model_output[..., 0]
-    _same_shape(model_output, targets)
-    values = optax.sigmoid_binary_cross_entropy(_float(model_output), _float(targets))
-    return _weighted_mean(values, targets, weights)
+    value = probs_binary_cross_entropy(model_output, targets)
+    weights = _float(weights)
+    return jnp.sum(value * weights) / jnp.sum(weights)
 
 
 class L2Loss(_Metric):

@@ -104,9 +104,9 @@ class BatchNorm(Layer):
   Parameters `scale`/`bias` and statistics have the shape of the axes *not* in `axis` (e.g.
   `(C,)` for NHWC); `param_axes` name their trailing axes (default `('embed',)`). In `'train'`
   mode the batch statistics are used, and the running ones in the `'batch_stats'` collection
-  (`mean`, zeros; `var`, ones) become `momentum * running + (1 - momentum) * batch` when that
-  collection is mutable (never during `init`). In `'eval'`/`'predict'` mode the running
-  statistics are used.
+  (`mean`, zeros; `var`, ones) become `momentum * running + (1 - momentum) * batch`, and Trax's
+  counter `n_batches` (int32) grows by one, when that collection is mutable (never during
+  `init`). In `'eval'`/`'predict'` mode the running statistics are used.
 
   ```python
   model = tl.Serial(tl.Conv(8, (3, 3)), tl.BatchNorm(), tl.Relu())
@@ -152,6 +152,11 @@ class BatchNorm(Layer):
     stats_dtype = jnp.float32
     running_mean = self.variable("batch_stats", "mean", jnp.zeros, kept, stats_dtype)
     running_var = self.variable("batch_stats", "var", jnp.ones, kept, stats_dtype)
+    # Trax's third state entry: how many training batches have updated the statistics (absent
+    # from variables made before it existed: those still apply, read-only).
+    n_batches = None
+    if self.has_variable("batch_stats", "n_batches") or self.is_mutable_collection("batch_stats"):
+      n_batches = self.variable("batch_stats", "n_batches", lambda: jnp.zeros((), jnp.int32))
     if running_mean.value.shape != kept:
       raise ValueError(f"input {describe([x])} leaves features of shape {kept}, but the running "
                        f"statistics have shape {running_mean.value.shape}")
@@ -167,6 +172,8 @@ class BatchNorm(Layer):
         m = self.momentum
         running_mean.value = m * running_mean.value + (1.0 - m) * mean.astype(stats_dtype)
         running_var.value = m * running_var.value + (1.0 - m) * var.astype(stats_dtype)
+        if n_batches is not None:
+          n_batches.value = n_batches.value + 1
     else:
       mean, var = running_mean.value, running_var.value
     return _normalize(self, x, xf - broadcast(mean), broadcast(var), *params, broadcast=broadcast)

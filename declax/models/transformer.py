@@ -23,7 +23,6 @@ from typing import Any
 import jax.numpy as jnp
 
 import declax.layers as tl
-from declax.layers.core import sinusoidal_encoding
 from declax.models.blocks import Block, ScanLayers, compute_dtype
 
 __all__ = ["Transformer", "TransformerEncoder", "TransformerLM"]
@@ -47,14 +46,10 @@ class EncoderPositionalEncoding(tl.PositionalEncoding):
   def default_label(self) -> str:
     return "PositionalEncoding"
 
-  def forward(self, x):
-    if self.mode != "predict":
-      return tl.PositionalEncoding.forward(self, x)
-    if x.ndim != 3 or x.shape[1] > self.max_len:
-      raise ValueError(f"expects (batch, length <= max_len={self.max_len}, d_feature) inputs, got "
-                       f"shape {x.shape}")
-    encoding = sinusoidal_encoding(jnp.arange(x.shape[1]), x.shape[2])
-    return x + encoding[None].astype(x.dtype)
+  def _predict_start(self, length: int) -> int:
+    if length > self.max_len:
+      raise ValueError(f"encoder input length {length} exceeds max_len={self.max_len}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -84,8 +84,10 @@ def test_conv_wrong_rank_is_layer_error():
     tl.Conv(4, (3, 3)).init(KEY, jnp.ones((5, 5, 3)))
   message = str(info.value)
   assert "rank 4 (batch, height, width, channels)" in message and "f32[5,5,3]" in message
-  with pytest.raises(tl.LayerError, match=r"rank 3 \(batch, length, channels\).*f32\[2,4,4,3\]"):
-    tl.Conv(4, (3,)).init(KEY, jnp.ones((2, 4, 4, 3)))
+  with pytest.raises(tl.LayerError, match=r"rank 3 \(batch, length, channels\).*f32\[4,3\]"):
+    tl.Conv(4, (3,)).init(KEY, jnp.ones((4, 3)))
+  # Extra leading axes are folded into the batch, as in Trax: (2, 4) batches of length 4.
+  assert tl.Conv(4, (3,)).init_with_output(KEY, jnp.ones((2, 4, 4, 3)))[0].shape == (2, 4, 2, 4)
 
 
 def test_conv_construction_errors_and_printing():

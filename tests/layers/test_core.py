@@ -286,14 +286,15 @@ def _trax_sinusoids(max_len, d):
 
 def test_positional_encoding_values():
   x = _normal((2, 7, 6))
-  layer = tl.PositionalEncoding(max_len=16)
+  layer = tl.PositionalEncoding(trainable=False, max_len=16)
   assert layer.init(KEY, x) == {}  # fixed encodings, no parameters
   y = layer.apply({}, x)
   np.testing.assert_allclose(y - x, np.broadcast_to(_trax_sinusoids(16, 6)[:7], (2, 7, 6)),
                              atol=1e-5)
-  assert tl.PositionalEncoding().apply({}, x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+  fixed = tl.PositionalEncoding(trainable=False)
+  assert fixed.apply({}, x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
   with pytest.raises(tl.LayerError, match="exceeds max_len=4"):
-    tl.PositionalEncoding(max_len=4).apply({}, x)
+    tl.PositionalEncoding(trainable=False, max_len=4).apply({}, x)
   with pytest.raises(tl.LayerError, match=r"\(batch, length, d_feature\)"):
     layer.apply({}, jnp.ones((7, 6)))
 
@@ -301,21 +302,22 @@ def test_positional_encoding_values():
 def test_positional_encoding_dropout_only_in_train():
   x = jnp.zeros((2, 5, 8))
   rngs = {"dropout": jax.random.PRNGKey(2)}
-  plain = tl.PositionalEncoding().apply({}, x)
-  dropped = tl.PositionalEncoding(dropout=0.5).apply({}, x, rngs=rngs)
+  plain = tl.PositionalEncoding(trainable=False).apply({}, x)
+  dropped = tl.PositionalEncoding(trainable=False, dropout=0.5).apply({}, x, rngs=rngs)
   # The encodings (not the inputs) are dropped, one mask shared across batch and length.
   flax_dropout = nn.Dropout(0.5, broadcast_dims=(0, 1), deterministic=False)
   expected = flax_dropout.apply({}, plain[:1], rngs=rngs)
   np.testing.assert_allclose(dropped, np.broadcast_to(expected, x.shape), rtol=1e-6)
   assert (dropped == 0).any() and (dropped != plain).any()
-  np.testing.assert_array_equal(tl.PositionalEncoding(dropout=0.5, mode="eval").apply({}, x),
+  eval_layer = tl.PositionalEncoding(trainable=False, dropout=0.5, mode="eval")
+  np.testing.assert_array_equal(eval_layer.apply({}, x),
                                 plain)
 
 
 def test_positional_encoding_predict_steps_through_positions():
   x = _normal((2, 5, 6))
-  full = tl.PositionalEncoding(max_len=8).apply({}, x)
-  layer = tl.PositionalEncoding(max_len=8, mode="predict")
+  full = tl.PositionalEncoding(trainable=False, max_len=8).apply({}, x)
+  layer = tl.PositionalEncoding(trainable=False, max_len=8, mode="predict")
   variables = layer.init(KEY, x[:, :1])
   assert int(variables["cache"]["position"]) == 0
   step = jax.jit(lambda v, x: layer.apply(v, x, mutable=["cache"]))

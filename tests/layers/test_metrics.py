@@ -98,7 +98,7 @@ def test_accuracy_with_custom_classifier():
   assert isinstance(tl.Accuracy().classifier, tl.ArgMax)
 
 
-def test_binary_cross_entropy_loss_takes_logits():
+def test_sigmoid_binary_cross_entropy_loss_takes_logits():
   logits = jax.random.normal(jax.random.PRNGKey(1), (6,))
   labels = jnp.array([0, 1, 1, 0, 1, 0])
   weights = jnp.array([1.0, 1.0, 0.0, 2.0, 1.0, 1.0])
@@ -108,7 +108,7 @@ def test_binary_cross_entropy_loss_takes_logits():
   manual = -(float_labels * jnp.log(jax.nn.sigmoid(logits))
              + (1 - float_labels) * jnp.log(1 - jax.nn.sigmoid(logits)))
   np.testing.assert_allclose(expected, _weighted(manual, weights), rtol=1e-5)
-  layer = tl.BinaryCrossEntropyLoss()
+  layer = tl.SigmoidBinaryCrossEntropyLoss()  # Trax's BinaryCrossEntropyLoss takes probabilities
   np.testing.assert_allclose(layer.apply({}, (logits, labels, weights)), expected, rtol=1e-6)
   np.testing.assert_allclose(layer.apply({}, (logits[:, None], labels, weights)), expected,
                              rtol=1e-6)  # a trailing unit axis on the logits is accepted
@@ -188,8 +188,8 @@ class MetricVariantsTest(LayerVariantsTest):
   )
   BAD = (
       (tl.CrossEntropyLoss(), (_logits, _targets, _weights), (_logits, _targets[:1], _weights)),
-      (tl.CrossEntropyLoss(), (_logits, _targets, _weights),
-       (_logits, _targets.astype(jnp.float32), _weights)),
+      (tl.CrossEntropyLoss(), (_logits, _targets, _weights),  # float ids are valid, as in Trax
+       (_logits, _targets.astype(bool), _weights)),
       (tl.CrossEntropyLoss(), (_logits, _targets, _weights),
        (_logits, _targets, jnp.ones((3,)))),
   )

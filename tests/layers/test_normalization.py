@@ -106,7 +106,8 @@ def test_batch_norm_train_matches_flax_and_updates_stats():
   layer = tl.BatchNorm()
   variables = layer.init(KEY, x)
   assert jax.tree.map(jnp.shape, nn.unbox(variables)) == {
-      "params": {"scale": (5,), "bias": (5,)}, "batch_stats": {"mean": (5,), "var": (5,)}}
+      "params": {"scale": (5,), "bias": (5,)},
+      "batch_stats": {"mean": (5,), "var": (5,), "n_batches": ()}}
   np.testing.assert_array_equal(variables["batch_stats"]["mean"], 0.0)  # init does not update
   np.testing.assert_array_equal(variables["batch_stats"]["var"], 1.0)
   variables = _randomise(variables)

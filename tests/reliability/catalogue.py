@@ -44,8 +44,9 @@ CATALOGUE: dict[str, str] = {
     "L24": "F: ValueError: F_out2 returned 1 output(s), but n_out is 2",
     "L25": "Dropout: mode must be one of ('train', 'eval', 'predict'), got 'training'",
     "L26": "[targets i32[5] must have the shape of model_output f32[4,3] without its last (class) "
-           "axis]",
-    "L27": "[targets must be integer class ids, got f32[4]]",
+           "axis, or its whole shape for target distributions]",
+    "L27": "CrossEntropyLoss: TypeError: targets must be class ids (integer or float) or target "
+           "distributions, got bool[4]",
     "L28": "[weights f32[3] must broadcast to the targets' shape i32[4]]",
     "L29": "Dense_4: TypeError: stack item 0 is None; layers take arrays",
   # ---- Configs, registries, command line ------------------------------------------------------
@@ -62,7 +63,7 @@ CATALOGUE: dict[str, str] = {
           "adadelta, adafactor,",
     "C9": "optimizer 'adamw' does not take argument(s) ['beta2']; did you mean 'b2'?",
     "C10": "Unknown schedule 'cosine'; known schedules:",
-    "C11": "Unknown layer 'CrossEntropy'; did you mean 'CrossEntropyLoss'?",
+    "C11": "Unknown layer 'CrossEntropyLos'; did you mean 'CrossEntropyLoss'?",
     "C12": "declax-train: error: RegistryError: Unknown model 'MLPP'; did you mean 'MLP'?",
     "C13": "config.optimiser is not a known section; did you mean config.optimizer?",
   # ---- Meshes and batches ---------------------------------------------------------------------
@@ -116,4 +117,35 @@ CATALOGUE: dict[str, str] = {
     "I3": "declax-train: error: --workdir is required (the directory for checkpoints, metrics "
           "and the resolved config)",
     "I4": "config.json not found: is",
+  # ---- Trax checkpoints (declax.trax_compat) -----------------------------------------------
+    "X1": "no such file (expected a Trax checkpoint 'model.pkl.gz' or a file written by "
+          "Layer.save_to_file)",
+    "X2": "Trax checkpoints are gzipped pickles (model.pkl.gz)",
+    "X3": "not a Trax checkpoint: expected a dict with 'flat_weights' (Loop.save_checkpoint or "
+          "Layer.save_to_file), got ['weights']",
+    "X4": "refused to unpickle posix.mkdir: a Trax checkpoint holds only numpy arrays and Trax's "
+          "ShapeDtype, and loading this class could run code. Load only checkpoints written by "
+          "Trax's Loop or Layer.save_to_file",
+    "X5": "refused an array of dtype object (Python objects)",
+    "X6": "layers_5/kernel: declax shape (16, 4), Trax weights #4 has shape (16, 5)",
+    "X7": "2 Trax weights left over (#4..: (16, 5), (5,))",
+    "X8": "no optimizer slots next to it (model.opt_slots0.npy.gz); use weights_only=True to load "
+          "the weights alone",
+    "X9": "no declax equivalent of trax.models.TransformerLm; did you mean TransformerLM? (known: "
+          "MLP, RNNLM, Transformer, TransformerEncoder, TransformerLM)",
+    "X10": "trax.models.TransformerLM does not take ['n_layer']; did you mean n_layers? It "
+           "takes: vocab_size, d_model,",
+  # ---- Trax layers (docs/errors.md "Trax layers") -------------------------------------------
+    "TL1": "AssertShape: ShapeAssertionError: expected shapes 'aa', got [(10, 5)] ('a' is 5 "
+           "here but 10 before; bound {'a': 10})",
+    "TL2": "shape specification 'b..c': each shape may contain one '...' (three dots) and no "
+           "other dots",
+    "TL3": "LocallyConnected1d: kernel_size must be odd (a window centred on each position), "
+           "got 2",
+    "TL4": "FilterResponseNorm: init_epsilon and init_learnt_epsilon must be positive, got 0.0 "
+           "and 0.0001",
+    "TL5": "Bad_in2.backward returned 1 input gradient(s) for 2 input(s); return one per input, "
+           "packaged like the inputs (a bare array for one)",
+    "TL6": "MakeZeroState: ValueError: MakeZeroState expects a rank 3 input (batch_size, "
+           "sequence_length, feature_depth), got f32[2,3]",
 }

@@ -139,7 +139,7 @@ def test_C10_unknown_schedule():
 
 
 def test_C11_unknown_loss_or_metric_layer():
-  raises("C11", registry.RegistryError, lambda: registry.get_layer("CrossEntropy"))
+  raises("C11", registry.RegistryError, lambda: registry.get_layer("CrossEntropyLos"))
 
 
 # ---- Meshes and batches -----------------------------------------------------------------------

@@ -193,9 +193,10 @@ def test_L26_loss_targets_of_another_shape():
                                              jnp.ones(4))))
 
 
-def test_L27_loss_float_targets():
-  loss = tl.CrossEntropyLoss()
-  layer_error("L27", lambda: loss.init(KEY, (jnp.ones((4, 3)), jnp.ones((4,)), jnp.ones(4))))
+def test_L27_loss_boolean_targets():
+  loss = tl.CrossEntropyLoss()  # float ids and distributions are accepted, as in Trax
+  layer_error("L27", lambda: loss.init(KEY, (jnp.ones((4, 3)), jnp.ones((4,), bool),
+                                             jnp.ones(4))))
 
 
 def test_L28_loss_weights_that_do_not_broadcast():

@@ -1,0 +1,437 @@
+"""Reformer models (Kitaev, Kaiser, Levskaya 2020), with Trax's names and arguments: the
+reversible language model `ReformerLM`, the encoder-decoder `Reformer` and `ReformerShortenLM`.
+
+Every block is a pair of `ReversibleHalfResidual`s (attention, then a feed-forward chunked over
+positions with `ff_chunk_size`) running inside one `ReversibleSerial`, so training memory for
+activations does not grow with `n_layers`. `attention_type` is any attention layer class (or its
+name): Trax's efficient ones (`SelfAttention`, `LSHSelfAttention`, ...) get `n_heads`, `d_qk`,
+`d_v`, `causal`, `masked`; plain ones (`CausalAttention`) get `d_model, n_heads, dropout`.
+
+```python
+model = ReformerLM(vocab_size=256, d_model=64, d_ff=128, n_layers=2, n_heads=2, max_len=64,
+                   attention_type='CausalAttention')
+logits = model.apply(model.init(jax.random.key(0), tokens), tokens, rngs={'dropout': key})
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import declax.layers as tl
+from declax.errors import DeclaxError, did_you_mean
+from declax.layers.position_encodings import AxialShapeError
+from declax.models.transformer import EncoderPositionalEncoding
+
+__all__ = ["Reformer", "ReformerConfigError", "ReformerLM", "ReformerShortenLM"]
+
+POS_TYPES = (None, "sin-cos", "fixed-base", "infinite", "infinite-affine", "time-bin", "no",
+             "axial")
+
+
+class ReformerConfigError(DeclaxError, ValueError):
+  """A Reformer argument that cannot work (unknown attention or position type, ...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Parts: attention, feed-forward, position encodings
+# ------------------------------------------------------------------------------------------------
+
+
+def _layer_class(value: Any, what: str) -> Callable:
+  if not isinstance(value, str):
+    return value
+  names = [n for n in dir(tl) if n[:1].isupper()]
+  if value not in names:
+    raise ReformerConfigError(f"unknown {what} {value!r}: use a declax.layers class name, e.g. "
+                              f"'LSHSelfAttention'{did_you_mean(value, names)}")
+  return getattr(tl, value)
+
+
+def _fields(cls: Callable) -> set:
+  target = cls.func if isinstance(cls, functools.partial) else cls
+  if dataclasses.is_dataclass(target):
+    return {f.name for f in dataclasses.fields(target)}
+  return set(inspect.signature(target).parameters)
+
+
+def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: int,
+               causal: bool, masked: bool, dropout: float, chunk_size: int, mode: str,
+               max_len: int, attention_kwargs: dict | None = None) -> tl.Layer:
+  """Trax's `ApplyAttentionLayer`: efficient-attention arguments, else the plain ones."""
+  cls = _layer_class(attention_type, "attention_type")
+  if attention_kwargs:  # each layer takes the ones it has (LSH's n_hashes skip SelfAttention)
+    taken = _fields(cls)
+    cls = functools.partial(cls, **{k: v for k, v in attention_kwargs.items() if k in taken})
+  fields = _fields(cls)
+  given = cls.keywords if isinstance(cls, functools.partial) else {}
+  if "d_qk" in fields:
+    extra = {}
+    name = getattr(getattr(cls, "func", cls), "__name__", "")
+    if "predict_mem_len" in fields and "predict_mem_len" not in given \
+        and not given.get("chunk_len") and "LSH" not in name:
+      extra["predict_mem_len"] = max_len  # unchunked: remember the whole sequence
+    attention = cls(n_heads=n_heads, d_qk=d_qk, d_v=d_v, causal=causal, masked=masked,
+                    output_dropout=dropout, attention_dropout=dropout, mode=mode, **extra)
+  else:
+    extra = {"max_inference_length": max_len} if "max_inference_length" in fields else {}
+    attention = cls(d_model, n_heads=n_heads, dropout=dropout, mode=mode, **extra)
+  return tl.Chunk(attention, chunk_size) if chunk_size else attention
+
+
+def _sru_scan(y, f, r, x):
+  """`c_t = f_t c_{t-1} + y_t` over axis 1 (an associative scan), then SRU's highway output."""
+  def combine(a, b):
+    return a[0] * b[0], b[0] * a[1] + b[1]
+  _, c = jax.lax.associative_scan(combine, (f, y), axis=1)
+  return jnp.tanh(c) * r + x * (1 - r) * (3 ** 0.5)
+
+
+def SRU(n_units: int, mode: str = "train") -> tl.Serial:  # noqa: N802
+  """Trax's simple recurrent unit (Lei et al. 2017): `(batch, length, n_units) -> same`.
+
+  ```python
+  SRU(32).init(key, jnp.ones((2, 8, 32)))
+  ```
+  """
+  if mode == "predict":
+    raise ReformerConfigError("SRU (ff_use_sru) has no predict-mode cache; decode a model "
+                              "without ff_use_sru")
+  return tl.Serial(
+      tl.Branch(tl.Dense(3 * n_units), tl.Serial()),                 # ryf x
+      tl.Split(n_items=3),                                           # r f y x
+      tl.Parallel(tl.Sigmoid(), tl.Sigmoid()),
+      tl.Fn("SRUGates", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),
+      tl.Fn("SRUScan", _sru_scan),
+      tl.LayerNorm(),
+      name="SRU",
+  )
+
+
+def FeedForward(d_model: int, d_ff: int, dropout: float, activation: Any,  # noqa: N802
+                ff_dropout: float, ff_chunk_size: int, ff_use_sru: Any, center_layernorm: bool,
+                mode: str) -> tl.Layer:
+  """Trax's `FeedForwardWithOptions` (without sparsity): `LayerNorm -> Dense(d_ff) -> activation
+  -> Dropout -> Dense(d_model) -> Dropout`, chunked over positions by `ff_chunk_size`."""
+  activation = _layer_class(activation, "ff_activation")
+  layers = tl.Serial(
+      tl.LayerNorm(center=center_layernorm),
+      tl.Dense(d_ff), activation(), tl.Dropout(ff_dropout, shared_axes=(-2,), mode=mode),
+      tl.Dense(d_model, kernel_axes=("mlp", "embed"), bias_axes=("embed",)),
+      tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
+  )
+  if ff_chunk_size > 0:
+    layers = tl.BatchLeadingAxes(tl.Chunk(layers, ff_chunk_size))
+  if ff_use_sru:
+    n_layers, n_units = ff_use_sru if isinstance(ff_use_sru, (list, tuple)) else (ff_use_sru, 32)
+    sru = [tl.LayerNorm(center=center_layernorm), tl.Dense(n_units),
+           *[SRU(n_units, mode=mode) for _ in range(n_layers)], tl.Dense(d_model)]
+    layers = tl.Residual(sru, shortcut=layers)
+  return layers
+
+
+def PositionalEncoder(mode: str, dropout: float, max_len: int, pos_type: str | None = None,  # noqa: N802
+                      pos_axial_shape: Sequence[int] | None = None,
+                      pos_d_axial_embs: Sequence[int] | None = None,
+                      pos_start_from_zero_prob: float = 1.0, pos_max_offset_to_add: int = 0,
+                      d_model: int | None = None, encoder: bool = False) -> tl.Layer:
+  """The position encoding for `pos_type` (Trax's `PositionalEncoder`). `encoder=True`: an
+  encoder that re-reads its whole input on every decoding step (no position cache)."""
+  if pos_type not in POS_TYPES:
+    raise ReformerConfigError(f"unknown pos_type {pos_type!r}: use one of {POS_TYPES}"
+                              f"{did_you_mean(str(pos_type), [str(p) for p in POS_TYPES[1:]])}")
+  if encoder and mode == "predict" and pos_type is not None:
+    mode = "eval"
+  if pos_type is None:
+    cls = EncoderPositionalEncoding if encoder else tl.PositionalEncoding
+    return cls(max_len=max_len, dropout=dropout, start_from_zero_prob=pos_start_from_zero_prob,
+               max_offset_to_add=pos_max_offset_to_add, mode=mode)
+  if pos_type == "axial":
+    shape, d_embs = tuple(pos_axial_shape or ()), tuple(pos_d_axial_embs or ())
+    if not shape or math.prod(shape) != max_len:
+      raise AxialShapeError(f"pos_axial_shape {shape} multiplies to {math.prod(shape)}, but "
+                            f"max_len is {max_len}; choose axes whose product is max_len, e.g. "
+                            f"{_two_axes(max_len)}")
+    if d_model is not None and sum(d_embs) != d_model:
+      raise AxialShapeError(f"pos_d_axial_embs {d_embs} sum to {sum(d_embs)}, but d_model is "
+                            f"{d_model}; they must sum to d_model")
+    return tl.AxialPositionalEncoding(shape=shape, d_embs=d_embs, dropout=dropout,
+                                      dropout_broadcast_dims=tuple(range(1, len(shape) + 1)),
+                                      mode=mode)
+  return {
+      "sin-cos": lambda: tl.SinCosPositionalEncoding(mode=mode),
+      "fixed-base": lambda: tl.FixedBasePositionalEncoding(mode=mode),
+      "infinite": lambda: tl.InfinitePositionalEncoding(affine=False, mode=mode),
+      "infinite-affine": lambda: tl.InfinitePositionalEncoding(mode=mode),
+      "time-bin": lambda: tl.TimeBinPositionalEncoding(mode=mode),
+      "no": lambda: tl.Serial(),
+  }[pos_type]()
+
+
+def _two_axes(n: int) -> tuple:
+  a = 2 ** (int(math.log2(n)) // 2) if n & (n - 1) == 0 else 1
+  return (a, n // a)
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+# ------------------------------------------------------------------------------------------------
+
+
+def DecoderBlock(d_model, d_ff, d_attention_key, d_attention_value, n_heads,  # noqa: N802
+                 attention_type, dropout, ff_activation, ff_dropout, ff_use_sru, ff_chunk_size,
+                 attention_chunk_size, n_attention_layers=1, n_feedforward_layers=1,
+                 center_layernorm=True, mode="train", max_len=2048,
+                 attention_kwargs=None) -> list:
+  """Trax's reversible decoder block: `[HalfResidual(attention), Swap] * n_attention_layers +
+  [HalfResidual(feed-forward), Swap] * n_feedforward_layers`, on `(x1, x2) -> (y1, y2)`."""
+  def attention_half():
+    attention = _attention(attention_type, d_model, n_heads, d_attention_key, d_attention_value,
+                           True, False, dropout, attention_chunk_size, mode, max_len,
+                           attention_kwargs)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(center=center_layernorm),
+                                      attention_layer=attention,
+                                      name="ReversibleHalfResidualDecoderAttn"),
+            tl.ReversibleSwap()]
+
+  def ff_half():
+    ff = FeedForward(d_model, d_ff, dropout, ff_activation, ff_dropout, ff_chunk_size,
+                     ff_use_sru, center_layernorm, mode)
+    return [tl.ReversibleHalfResidual(ff, name="ReversibleHalfResidualDecoderFF"),
+            tl.ReversibleSwap()]
+
+  return ([attention_half() for _ in range(n_attention_layers)]
+          + [ff_half() for _ in range(n_feedforward_layers)])
+
+
+def _decoder_blocks(n_layers, attention_type, **kwargs) -> list:
+  types = list(attention_type) if isinstance(attention_type, (list, tuple)) else [attention_type]
+  if n_layers % len(types):
+    raise ReformerConfigError(f"n_layers={n_layers} must be a multiple of the number of "
+                              f"attention types ({len(types)})")
+  return [DecoderBlock(attention_type=types[i % len(types)], **kwargs) for i in range(n_layers)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------
+
+
+def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N802
+               d_attention_key: int = 64, d_attention_value: int = 64, n_layers: int = 6,
+               n_heads: int = 8, dropout: float = 0.1, max_len: int = 2048,
+               attention_type: Any = "SelfAttention", pos_type: str | None = None,
+               pos_axial_shape: Sequence[int] = (), pos_d_axial_embs: Sequence[int] | None = None,
+               pos_start_from_zero_prob: float = 1.0, pos_max_offset_to_add: int = 0,
+               ff_activation: Any = "FastGelu", ff_use_sru: Any = 0, ff_chunk_size: int = 0,
+               ff_sparsity: int = 0, attention_chunk_size: int = 0,
+               mode: str = "train", attention_kwargs: dict | None = None) -> tl.Serial:
+  """The reversible Transformer language model: tokens `(batch, length)` -> logits
+  `(batch, length, vocab_size)`, where position `t` sees tokens `< t`.
+
+  `ShiftRight -> Embedding -> Dropout -> position encoding -> Dup -> ReversibleSerial(n_layers
+  decoder blocks) -> Concatenate -> LayerNorm -> Dropout -> Dense(vocab_size)`, as Trax's.
+  Arguments are Trax's: `d_model` is the depth of each half of the two-part residual stream;
+  `attention_type` a class or name (a list/tuple alternates per layer); `pos_type` one of
+  `POS_TYPES` (`'axial'` needs `pos_axial_shape` multiplying to `max_len` and
+  `pos_d_axial_embs` summing to `d_model`); `ff_chunk_size` runs the feed-forward on chunks of
+  that many positions; `ff_use_sru` adds that many SRU layers. `ff_sparsity` must be 0 (sparse
+  feed-forward layers are not in declax). `attention_kwargs` (declax's; Trax sets these with gin)
+  go to every attention layer that takes them, e.g. `{'chunk_len': 64, 'n_hashes': 2}`.
+
+  ```python
+  model = ReformerLM(vocab_size=256, d_model=64, d_ff=128, n_layers=2, n_heads=2, max_len=64,
+                     attention_type='LSHSelfAttention', ff_chunk_size=32)
+  ```
+  """
+  if ff_sparsity:
+    raise ReformerConfigError("ff_sparsity must be 0: declax has no sparse feed-forward layers")
+  encoding = PositionalEncoder(mode, dropout, max_len, pos_type, pos_axial_shape,
+                               pos_d_axial_embs, pos_start_from_zero_prob, pos_max_offset_to_add,
+                               d_model=d_model)
+  blocks = _decoder_blocks(
+      n_layers, attention_type, d_model=d_model, d_ff=d_ff, d_attention_key=d_attention_key,
+      d_attention_value=d_attention_value, n_heads=n_heads, dropout=dropout,
+      ff_activation=ff_activation, ff_dropout=dropout, ff_use_sru=ff_use_sru,
+      ff_chunk_size=ff_chunk_size, attention_chunk_size=attention_chunk_size, mode=mode,
+      max_len=max_len, attention_kwargs=attention_kwargs)
+  return tl.Serial(
+      tl.ShiftRight(mode=mode),
+      tl.Embedding(vocab_size, d_model),
+      tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
+      encoding,
+      tl.Dup(),
+      tl.ReversibleSerial(blocks),
+      tl.Concatenate(),
+      tl.LayerNorm(),
+      tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
+      tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",)),
+  )
+
+
+def _causal_conv(filters: int, kernel_width: int = 3) -> tl.Serial:
+  """Trax's `CausalConv`: a 1-D convolution that sees only the current and earlier positions."""
+  pad = tl.Fn("CausalPad", lambda x: jnp.pad(x, ((0, 0), (kernel_width - 1, 0), (0, 0))))
+  return tl.Serial(pad, tl.Conv(filters, (kernel_width,)), name="CausalConv")
+
+
+def ReformerShortenLM(vocab_size: int, shorten_factor: int = 1, d_embedding: int = 256,  # noqa: N802
+                      d_model: int = 512, d_ff: int = 2048, d_attention_key: int = 64,
+                      d_attention_value: int = 64, n_layers: int = 6, n_heads: int = 8,
+                      dropout: float = 0.1, max_len: int = 2048,
+                      attention_type: Any = "SelfAttention", pos_type: str | None = None,
+                      pos_axial_shape: Sequence[int] = (),
+                      pos_d_axial_embs: Sequence[int] | None = None,
+                      ff_activation: Any = "FastGelu", ff_use_sru: Any = 0,
+                      ff_chunk_size: int = 0, ff_sparsity: int = 0,
+                      attention_chunk_size: int = 0, mode: str = "train",
+                      attention_kwargs: dict | None = None) -> tl.Serial:
+  """`ReformerLM` whose body runs on `length / shorten_factor` positions: groups of
+  `shorten_factor` embeddings are moved into depth, processed, moved back and finished by a
+  causal convolution and an SRU (Trax's semantics; no `'predict'` mode, as in Trax).
+
+  ```python
+  model = ReformerShortenLM(vocab_size=256, shorten_factor=2, d_embedding=32, d_model=64,
+                            d_ff=128, n_layers=2, n_heads=2, max_len=64,
+                            attention_type='CausalAttention')
+  ```
+  """
+  if mode == "predict":
+    raise ReformerConfigError("ReformerShortenLM has no 'predict' mode (as in Trax); decode "
+                              "with ReformerLM")
+  if ff_sparsity:
+    raise ReformerConfigError("ff_sparsity must be 0: declax has no sparse feed-forward layers")
+  encoding = PositionalEncoder(mode, dropout, max_len, pos_type, pos_axial_shape,
+                               pos_d_axial_embs, d_model=d_embedding)
+  blocks = _decoder_blocks(
+      n_layers, attention_type, d_model=d_model, d_ff=d_ff, d_attention_key=d_attention_key,
+      d_attention_value=d_attention_value, n_heads=n_heads, dropout=dropout,
+      ff_activation=ff_activation, ff_dropout=dropout, ff_use_sru=ff_use_sru,
+      ff_chunk_size=ff_chunk_size, attention_chunk_size=attention_chunk_size, mode=mode,
+      max_len=max_len, attention_kwargs=attention_kwargs)
+  factor = shorten_factor
+  return tl.Serial(
+      tl.ShiftRight(),
+      tl.Embedding(vocab_size, d_embedding),
+      tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
+      encoding,
+      tl.Dup(),                                                  # x x
+      tl.ShiftRight(n_positions=factor - 1),
+      tl.Fn("Shorten", lambda x: x.reshape(x.shape[0], x.shape[1] // factor, -1)),
+      tl.Dense(d_model),
+      tl.Dup(),                                                  # short short x
+      tl.ReversibleSerial(blocks),
+      tl.Select([0], n_in=2),
+      tl.LayerNorm(),
+      tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
+      tl.Dense(factor * d_embedding),
+      tl.Fn("ProlongBack", lambda x: x.reshape(x.shape[0], x.shape[1] * factor, -1)),
+      tl.Concatenate(),                                          # with the embeddings
+      _causal_conv(d_embedding),
+      tl.Relu(),
+      SRU(d_embedding, mode=mode),
+      tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",)),
+  )
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoder-decoder
+# ------------------------------------------------------------------------------------------------
+
+
+def _xy_avg() -> tl.Fn:
+  return tl.Fn("XYAvg", lambda x, y: (x + y) / 2.0)
+
+
+def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noqa: N802
+             d_model: int = 512, d_ff: int = 2048, n_encoder_layers: int = 6,
+             n_decoder_layers: int = 6, n_heads: int = 8, dropout: float = 0.1,
+             max_len: int = 2048, ff_activation: Any = "Relu", ff_dropout: float | None = None,
+             mode: str = "train", pos_type: str | None = None,
+             pos_axial_shape: Sequence[int] | None = None,
+             pos_d_axial_embs: Sequence[int] | None = None, ff_use_sru: Any = 0,
+             ff_chunk_size: int = 0, ff_sparsity: int = 0) -> tl.Serial:
+  """The reversible encoder-decoder: `(inputs, targets) -> (logits, targets)`, Trax's `Reformer`.
+
+  The encoder runs `n_encoder_layers` reversible blocks of masked `SelfAttention` (input tokens
+  equal to 0 are padding) and feed-forward; the decoder's blocks add causal `SelfAttention` and
+  `EncDecAttention` to the encoder. Both halves of each residual stream are averaged at the
+  end. Input and target embeddings are shared when `output_vocab_size` is None. In `'predict'`
+  mode the decoder keeps its caches and the encoder re-reads the inputs on every call.
+
+  ```python
+  model = Reformer(input_vocab_size=32, d_model=32, d_ff=64, n_encoder_layers=1,
+                   n_decoder_layers=1, n_heads=2, max_len=16)
+  logits, targets = model.apply(variables, (inputs, targets), rngs={'dropout': key})
+  ```
+  """
+  if ff_sparsity:
+    raise ReformerConfigError("ff_sparsity must be 0: declax has no sparse feed-forward layers")
+  ff_dropout = dropout if ff_dropout is None else ff_dropout
+  enc_mode = "eval" if mode == "predict" else mode
+  d_head = d_model // n_heads
+
+  def ff(block_mode):
+    return FeedForward(d_model, d_ff, dropout, ff_activation, ff_dropout, ff_chunk_size,
+                       ff_use_sru, True, block_mode)
+
+  def encoder_block():
+    attention = tl.SelfAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head, masked=True,
+                                 attention_dropout=dropout, output_dropout=dropout,
+                                 mode=enc_mode)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=attention,
+                                      name="ReversibleHalfResidualEncoderAttn"),
+            tl.ReversibleSwap(),
+            tl.ReversibleHalfResidual(ff(enc_mode), name="ReversibleHalfResidualEncoderFF"),
+            tl.ReversibleSwap()]
+
+  def decoder_block():
+    causal = tl.SelfAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head, causal=True,
+                              attention_dropout=dropout, output_dropout=dropout, mode=mode,
+                              predict_mem_len=max_len)
+    enc_dec = tl.EncDecAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head,
+                                 attention_dropout=dropout, output_dropout=dropout, mode=mode)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=causal),
+            tl.ReversibleSwap(),
+            tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=enc_dec),
+            tl.ReversibleSwap(),
+            tl.ReversibleHalfResidual(ff(mode)),
+            tl.ReversibleSwap()]
+
+  in_embedding = tl.Embedding(input_vocab_size, d_model)
+  out_vocab = input_vocab_size if output_vocab_size is None else output_vocab_size
+  out_embedding = in_embedding if output_vocab_size is None else tl.Embedding(out_vocab, d_model)
+  pos = dict(max_len=max_len, pos_type=pos_type, pos_axial_shape=pos_axial_shape,
+             pos_d_axial_embs=pos_d_axial_embs, d_model=d_model)
+  encoder = tl.Serial(
+      in_embedding, tl.Dropout(dropout, shared_axes=(-2,), mode=enc_mode),
+      PositionalEncoder(mode, dropout if mode == "train" else 0.0, encoder=True, **pos),
+      tl.Dup(),
+      tl.ReversibleSerial([encoder_block() for _ in range(n_encoder_layers)]),
+      _xy_avg(),
+      tl.LayerNorm(),
+  )
+  return tl.Serial(
+      tl.Select([0, 1, 1]),                                      # tok_e tok_d tok_d
+      tl.Branch([], [tl.PaddingMask(),
+                     tl.Fn("RemoveAxes12", lambda m: jnp.squeeze(m, (1, 2)))]),
+      encoder,                                                   # vec_e mask tok_d tok_d
+      tl.Select([2, 0, 1]),                                      # tok_d vec_e mask tok_d
+      tl.ShiftRight(mode=mode),
+      out_embedding, tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
+      PositionalEncoder(mode, dropout, **pos),
+      tl.Dup(),                                                  # vec_d1 vec_d2 vec_e mask
+      tl.ReversibleSerial([decoder_block() for _ in range(n_decoder_layers)]),
+      _xy_avg(),
+      tl.LayerNorm(),
+      tl.Select([0], n_in=3),                                    # vec_d tok_d
+      tl.Dense(out_vocab, kernel_axes=("embed", "vocab"), bias_axes=("vocab",)),
+  )
