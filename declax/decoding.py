@@ -1,9 +1,17 @@
 """Autoregressive decoding with the models' `'predict'` mode: sampling and beam search.
 
 In `'predict'` mode a sequence model keeps what it has seen in the `'cache'` collection (KV caches
-and positions in Transformers, states in RNNs) and takes one new token per call. These functions
-start from an empty cache (a fresh `'predict'`-mode init), feed the start token and the prefix in
-one call, then generate one token per step; the whole loop is one jitted `jax.lax.while_loop`.
+and positions in Transformers, states in RNNs, the encoder's output in the encoder-decoder
+`Transformer`) and takes one new token per call. These functions start from an empty cache (a
+fresh `'predict'`-mode init), feed the start token and the prefix in one call, then generate one
+token per step; the whole loop is one jitted `jax.lax.while_loop`. Nothing here depends on what
+the cache holds: beam search reorders every cache leaf along its batch axis.
+
+Trax's arguments are accepted under Trax's names (`inputs`, `batch_size`, `temperature`,
+`start_id`, `eos_id`, `max_length`, `accelerate`, `eval_mode`, `eval_min_length`, `n_beams`,
+`length_penalty`); `autoregressive_sample_stream` is Trax's generator. Unlike Trax, the weights
+are passed as `variables` (Linen), and a decode that would run past the model's context raises
+`ContextLengthError` instead of being cut.
 
 ```python
 model = TransformerLM(vocab_size=256, ...)                  # any mode: the train model is fine
@@ -22,7 +30,7 @@ the rest of it is filled with 0.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -30,9 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from declax.errors import DeclaxError
 from declax.layers.base import with_mode
 
-__all__ = ["autoregressive_sample", "beam_search", "init_cache", "sample_logits"]
+__all__ = ["ContextLengthError", "autoregressive_sample", "autoregressive_sample_stream",
+           "beam_search", "init_cache", "sample_logits"]
+
+
+class ContextLengthError(DeclaxError, ValueError):
+  """A decode needs more positions (start token + prompt + `max_length`) than the model has."""
 
 NEG_INF = -1.0e7  # a finite "minus infinity" for log-probabilities (no inf - inf NaNs)
 
@@ -45,7 +59,8 @@ NEG_INF = -1.0e7  # a finite "minus infinity" for log-probabilities (no inf - in
 def _model_inputs(model: nn.Module, tokens: jax.Array, inputs: jax.Array | None) -> Any:
   if model.n_in == 1:
     if inputs is not None:
-      raise ValueError(f"{model.header} takes only tokens (n_in == 1), but inputs were given")
+      raise ValueError(f"{model.header} takes only tokens (n_in == 1), but encoder inputs were "
+                       "given")
     return tokens
   if model.n_in == 2:
     if inputs is None:
@@ -91,12 +106,17 @@ def _cache_lengths(cache: Any) -> list[int]:
   return lengths
 
 
-def _check_fits(model: nn.Module, cache: Any, n_positions: int) -> None:
-  for length in _cache_lengths(cache):
+def _check_fits(model: nn.Module, lengths: list[int], prompt_length: int,
+                max_length: int) -> None:
+  """`ContextLengthError` unless start + prompt + `max_length - 1` positions fit every cache."""
+  n_positions = 1 + prompt_length + max_length - 1
+  for length in lengths:
     if n_positions > length:
-      raise ValueError(f"decoding needs {n_positions} positions (start token + prefix + "
-                       f"max_length - 1), but {model.header}'s cache holds {length}; build the "
-                       "model with a larger max_len")
+      raise ContextLengthError(
+          f"decoding needs {n_positions} positions (start token + prompt of {prompt_length} + "
+          f"max_length {max_length} - 1), but the model's context (max_len, the length of "
+          f"{model.header}'s cache) is {length}: shorten the prompt or lower max_length to "
+          f"{length - prompt_length}, or train a model with a larger max_len")
 
 
 def _variables(variables: Mapping) -> dict:
@@ -150,7 +170,7 @@ def _sample(model: nn.Module, variables: dict, prefix: jax.Array, inputs: jax.Ar
             eos_id: int | None, start_id: int) -> jax.Array:
   batch = prefix.shape[0]
   cache = init_cache(model, batch, inputs)
-  _check_fits(model, cache, prefix.shape[1] + max_length)
+  _check_fits(model, _cache_lengths(cache), prefix.shape[1], max_length)
   first = jnp.concatenate([jnp.full((batch, 1), start_id, jnp.int32), prefix], axis=1)
   logits, cache = _step(model, variables, cache, first, inputs)
   rng, key = jax.random.split(rng)
@@ -176,11 +196,128 @@ def _sample(model: nn.Module, variables: dict, prefix: jax.Array, inputs: jax.Ar
   return jax.lax.while_loop(cond, body, state)[3]
 
 
+def _resolve_inputs(model: nn.Module, inputs: Any, prefix: Any,
+                    batch_size: int | None) -> tuple[jax.Array, jax.Array | None]:
+  """Trax's `inputs` / `batch_size` and declax's `prefix` -> `(prefix, encoder inputs)`.
+
+  As in Trax, a language model's (`n_in == 1`) `inputs` are its prompt; an encoder-decoder's
+  are the encoder's input tokens.
+  """
+  if model.n_in == 1 and inputs is not None:
+    if prefix is not None:
+      raise ValueError(f"{model.header} is a language model: give its prompt as prefix= or as "
+                       "inputs= (Trax's name), not both")
+    prefix, inputs = inputs, None
+  if inputs is not None:
+    inputs = jnp.asarray(inputs)
+    if not jnp.issubdtype(inputs.dtype, jnp.integer) or inputs.ndim != 2:
+      raise ValueError(f"inputs must be integer tokens (batch, length), got {inputs.dtype} "
+                       f"{inputs.shape}")
+  given = prefix is not None or inputs is not None
+  prefix = _as_batch(prefix, inputs)
+  if inputs is not None and inputs.shape[0] != prefix.shape[0]:
+    raise ValueError(f"inputs have {inputs.shape[0]} rows but the prefix has {prefix.shape[0]}")
+  if batch_size is not None:
+    if given and prefix.shape[0] != batch_size:
+      raise ValueError(f"Inputs batch size ({prefix.shape[0]}) does not match batch_size arg "
+                       f"({batch_size})")
+    if not given:
+      prefix = jnp.zeros((batch_size, 0), jnp.int32)
+  return prefix, inputs
+
+
+def _context_limit(model: nn.Module, batch: int, inputs: jax.Array | None) -> int | None:
+  """The shortest KV cache of the predict-mode model (None: no length limit, e.g. an RNN)."""
+  cache = jax.eval_shape(lambda: init_cache(model, batch, inputs))
+  lengths = _cache_lengths(cache)
+  return min(lengths) if lengths else None
+
+
+def autoregressive_sample_stream(model: nn.Module, variables: Mapping, inputs: Any = None,
+                                 batch_size: int | None = None, temperature: float = 1.0,
+                                 start_id: int = 0, accelerate: bool = True,
+                                 eval_mode: bool = False, eval_min_length: int = 1, *,
+                                 prefix: Any = None, top_k: int | None = None,
+                                 rng: jax.Array | None = None) -> Iterator[np.ndarray]:
+  """Yields the next token of every row, int32 `(batch,)`, forever (Trax's generator).
+
+  Each step feeds the previous token to the predict-mode model (its caches hold the rest);
+  `accelerate=False` runs the steps without `jax.jit`. `eval_mode=True` runs the model in
+  `'eval'` mode on the whole sequence so far instead (no cache; the sequence is padded to a
+  power of two, at least `eval_min_length`), as Trax does, e.g. for models without a
+  predict mode. Past the model's context the generator raises `ContextLengthError`.
+
+  ```python
+  stream = autoregressive_sample_stream(model, {'params': p}, inputs=source, temperature=0.0)
+  first_five = [next(stream) for _ in range(5)]         # five (batch,) arrays
+  ```
+  """
+  prefix, inputs = _resolve_inputs(model, inputs, prefix, batch_size)
+  variables = _variables(variables)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  sample = functools.partial(sample_logits, temperature=float(temperature), top_k=top_k)
+  if eval_mode:
+    yield from _eval_mode_stream(model, variables, prefix, inputs, rng, sample, accelerate,
+                                 eval_min_length)
+    return
+  predict = with_mode(model, "predict")
+  batch = prefix.shape[0]
+  limit = _context_limit(model, batch, inputs)
+  cache = init_cache(model, batch, inputs)
+  step = functools.partial(_jit_step if accelerate else _step, predict)
+  if accelerate:
+    sample = functools.partial(_jit_sample, temperature=float(temperature), top_k=top_k)
+  tokens = jnp.concatenate([jnp.full((batch, 1), start_id, jnp.int32), prefix], axis=1)
+  position = tokens.shape[1]
+  while True:
+    if limit is not None and position > limit:
+      raise ContextLengthError(
+          f"the next token needs position {position}, but the model's context (max_len, its "
+          f"cache length) is {limit}; stop the stream earlier or use a larger max_len")
+    logits, cache = step(variables, cache, tokens, inputs)
+    rng, key = jax.random.split(rng)
+    token = sample(logits, key)
+    yield np.asarray(token)
+    tokens, position = token[:, None], position + 1
+
+
+def _last_logits(evaluator, variables, tokens, inputs, index):
+  outputs = evaluator.apply(variables, _model_inputs(evaluator, tokens, inputs))
+  logits = outputs[0] if evaluator.n_out > 1 else outputs
+  return jax.lax.dynamic_index_in_dim(logits, index, axis=1, keepdims=False).astype(jnp.float32)
+
+
+# Module-level jitted steps: every stream of the same model reuses their compilations.
+_jit_step = jax.jit(_step, static_argnums=0)
+_jit_sample = jax.jit(sample_logits, static_argnames=("temperature", "top_k"))
+_jit_last_logits = jax.jit(_last_logits, static_argnums=0)
+
+
+def _eval_mode_stream(model, variables, prefix, inputs, rng, sample, accelerate, min_length):
+  evaluator = with_mode(model, "eval")
+  last_logits = functools.partial(_jit_last_logits if accelerate else _last_logits, evaluator)
+  if accelerate:
+    sample = functools.partial(_jit_sample, temperature=sample.keywords["temperature"],
+                               top_k=sample.keywords["top_k"])
+  tokens = np.asarray(prefix)
+  while True:
+    length = tokens.shape[1]
+    padded = int(2 ** np.ceil(np.log2(max(min_length, length + 1))))
+    logits = last_logits(variables, jnp.asarray(np.pad(tokens, [(0, 0), (0, padded - length)])),
+                         inputs, length)
+    rng, key = jax.random.split(rng)
+    token = np.asarray(sample(logits, key))
+    yield token
+    tokens = np.concatenate([tokens, token[:, None]], axis=1)
+
+
 def autoregressive_sample(model: nn.Module, variables: Mapping, prefix: Any = None,
                           max_length: int = 100, temperature: float = 1.0,
                           top_k: int | None = None, rng: jax.Array | None = None,
                           eos_id: int | None = None, *, inputs: Any = None,
-                          start_id: int = 0) -> jax.Array:
+                          start_id: int = 0, batch_size: int | None = None,
+                          accelerate: bool = True, eval_mode: bool = False,
+                          eval_min_length: int = 1) -> jax.Array:
   """Samples `max_length` tokens after `prefix`, one at a time with the model's caches.
 
   **Arguments**
@@ -191,12 +328,17 @@ def autoregressive_sample(model: nn.Module, variables: Mapping, prefix: Any = No
   - `prefix`: int tokens `(batch, length)` or `(length,)` to continue (None: nothing); fed
     after `start_id`.
   - `max_length`: number of tokens to generate; `start + prefix + max_length - 1` positions must
-    fit the model's `max_len`.
+    fit the model's `max_len`, else `ContextLengthError` (nothing is cut silently).
   - `temperature`: 0 for greedy decoding, else sampling from `softmax(logits / temperature)`;
     `top_k`: sample only among the `top_k` most likely tokens.
   - `rng`: PRNG key for sampling (default `PRNGKey(0)`); `eos_id`: a row stops at this token
     (it is kept; later positions are 0), and the loop ends when every row has stopped.
-  - `inputs`: the encoder's input tokens `(batch, input_length)` for an encoder-decoder model.
+  - `inputs`: the encoder's input tokens `(batch, input_length)` for an encoder-decoder model;
+    for a language model, Trax's name for the prompt (same as `prefix`).
+  - Trax's `batch_size` (rows to sample when there is no prompt; else checked against it),
+    `accelerate` (False: the steps run without `jax.jit`), `eval_mode` / `eval_min_length`
+    (rerun the `'eval'`-mode model on the whole sequence at each step; see
+    `autoregressive_sample_stream`).
 
   **Returns** int32 `(batch, max_length)`: the generated tokens (not the prefix).
 
@@ -207,16 +349,29 @@ def autoregressive_sample(model: nn.Module, variables: Mapping, prefix: Any = No
   """
   if max_length < 1:
     raise ValueError(f"max_length must be >= 1, got {max_length}")
-  prefix = _as_batch(prefix, inputs)
-  if inputs is not None:
-    inputs = jnp.asarray(inputs)
-    if inputs.shape[0] != prefix.shape[0]:
-      raise ValueError(f"inputs have {inputs.shape[0]} rows but the prefix has {prefix.shape[0]}")
+  prefix, inputs = _resolve_inputs(model, inputs, prefix, batch_size)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  return _sample(with_mode(model, "predict"), _variables(variables), prefix, inputs, rng,
-                 max_length=int(max_length), temperature=float(temperature),
-                 top_k=None if top_k is None else int(top_k), eos_id=eos_id,
-                 start_id=int(start_id))
+  if accelerate and not eval_mode:
+    return _sample(with_mode(model, "predict"), _variables(variables), prefix, inputs, rng,
+                   max_length=int(max_length), temperature=float(temperature),
+                   top_k=None if top_k is None else int(top_k), eos_id=eos_id,
+                   start_id=int(start_id))
+  if not eval_mode:
+    limit = _context_limit(model, prefix.shape[0], inputs)
+    _check_fits(model, [] if limit is None else [limit], prefix.shape[1], max_length)
+  stream = autoregressive_sample_stream(
+      model, variables, prefix=prefix, inputs=inputs, temperature=temperature,
+      start_id=start_id, accelerate=accelerate, eval_mode=eval_mode,
+      eval_min_length=eval_min_length, top_k=top_k, rng=rng)
+  out = np.zeros((prefix.shape[0], max_length), np.int32)
+  done = np.zeros(prefix.shape[0], bool)
+  for i, token in zip(range(max_length), stream, strict=False):
+    out[:, i] = np.where(done, 0, token)
+    if eos_id is not None:
+      done |= token == eos_id
+      if done.all():
+        break
+  return jnp.asarray(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +417,7 @@ def _beam_search(model: nn.Module, variables: dict, prefix: jax.Array, inputs: j
   inputs, prefix = tile(inputs), tile(prefix)
   axes = _batch_axes(model, inputs)
   cache = init_cache(model, batch * k, inputs)
-  _check_fits(model, cache, prefix.shape[1] + max_length)
+  _check_fits(model, _cache_lengths(cache), prefix.shape[1], max_length)
   first = jnp.concatenate([jnp.full((batch * k, 1), start_id, jnp.int32), prefix], axis=1)
   logits, cache = _step(model, variables, cache, first, inputs)
   vocab = logits.shape[-1]
@@ -322,17 +477,23 @@ def _beam_search(model: nn.Module, variables: dict, prefix: jax.Array, inputs: j
 
 def beam_search(model: nn.Module, variables: Mapping, inputs: Any = None, max_length: int = 100,
                 beam_size: int = 4, alpha: float = 0.6, eos_id: int | None = 1, *,
-                prefix: Any = None, start_id: int = 0) -> tuple[jax.Array, jax.Array]:
+                prefix: Any = None, start_id: int = 0, batch_size: int | None = None,
+                n_beams: int | None = None, length_penalty: float | None = None,
+                accelerate: bool = True) -> tuple[jax.Array, jax.Array]:
   """The `beam_size` most likely continuations, by beam search with the model's caches.
 
   Made for the encoder-decoder `Transformer` (pass `inputs`, the source tokens `(batch,
-  input_length)`); decoder-only models work too (`inputs=None`, optional `prefix`). A beam ends
-  when it emits `eos_id`; finished beams are ranked by `log p / ((5 + length) / 6) ** alpha`
-  (GNMT's length penalty), and the search stops early once no alive beam can beat them.
+  input_length)`; its encoder runs once, for all beams); decoder-only models work too
+  (`inputs=None`, optional `prefix`, or the prompt as `inputs` as in Trax). A beam ends when it
+  emits `eos_id`; finished beams are ranked by `log p / ((5 + length) / 6) ** alpha` (GNMT's
+  length penalty), and the search stops early once no alive beam can beat them. Trax's names
+  are accepted: `n_beams` (= `beam_size`), `length_penalty` (= `alpha`), `batch_size`
+  (checked against the inputs), `accelerate` (False: run without `jax.jit`).
 
   **Returns** `(sequences, scores)`: int32 `(batch, beam_size, max_length)` best first (tokens
   after `eos_id` are 0) and float32 `(batch, beam_size)`. Rows where no beam finished return
-  the alive beams. With `beam_size=1` and no `eos_id` this is greedy decoding.
+  the alive beams. With `beam_size=1` and no `eos_id` this is greedy decoding. (Trax returns a
+  list of `(sequence, score)` pairs and supports only `batch_size=1`.)
 
   ```python
   seqs, scores = beam_search(model, {'params': params}, inputs=source, max_length=20,
@@ -340,13 +501,16 @@ def beam_search(model: nn.Module, variables: Mapping, inputs: Any = None, max_le
   best = seqs[:, 0]
   ```
   """
+  beam_size = beam_size if n_beams is None else n_beams
+  alpha = alpha if length_penalty is None else length_penalty
   if max_length < 1 or beam_size < 1:
     raise ValueError(f"max_length and beam_size must be >= 1, got {max_length}, {beam_size}")
-  prefix = _as_batch(prefix, inputs)
-  if inputs is not None:
-    inputs = jnp.asarray(inputs)
-    if inputs.shape[0] != prefix.shape[0]:
-      raise ValueError(f"inputs have {inputs.shape[0]} rows but the prefix has {prefix.shape[0]}")
-  return _beam_search(with_mode(model, "predict"), _variables(variables), prefix, inputs,
-                      max_length=int(max_length), beam_size=int(beam_size), alpha=float(alpha),
-                      eos_id=eos_id, start_id=int(start_id))
+  prefix, inputs = _resolve_inputs(model, inputs, prefix, batch_size)
+  search = functools.partial(
+      _beam_search, with_mode(model, "predict"), _variables(variables), prefix, inputs,
+      max_length=int(max_length), beam_size=int(beam_size), alpha=float(alpha), eos_id=eos_id,
+      start_id=int(start_id))
+  if accelerate:
+    return search()
+  with jax.disable_jit():
+    return search()

@@ -196,3 +196,81 @@ def test_decoding_errors_are_clear():
   with pytest.raises(ValueError, match="inputs"):
     decoding.beam_search(Transformer(V, n_encoder_layers=1, n_decoder_layers=1, **TINY),
                          {"params": {}}, None, max_length=3)
+
+
+# ---------------------------------------------------------------- encoder caching, Trax's args
+
+
+def _seq2seq(cache: bool = True):
+  return Transformer(V, n_encoder_layers=1, n_decoder_layers=1, cache_encoder_in_predict=cache,
+                     **TINY)
+
+
+@pytest.mark.slow
+def test_beam_search_runs_the_encoder_once(monkeypatch):
+  from declax.models import transformer
+
+  calls = []
+  original = transformer.EncoderPositionalEncoding.forward
+
+  def counting(self, x):  # one callback per executed encoder pass (init only traces shapes)
+    if not self.is_initializing():
+      jax.debug.callback(lambda: calls.append(1))
+    return original(self, x)
+
+  monkeypatch.setattr(transformer.EncoderPositionalEncoding, "forward", counting)
+  src = tokens((2, 6), seed=5).at[1, 4:].set(0)
+  model = _seq2seq()
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), (src, tokens((2, 3))))
+  seqs, scores = decoding.beam_search(model, variables, src, max_length=6, beam_size=3,
+                                      eos_id=None)
+  jax.effects_barrier()
+  assert len(calls) == 1
+  calls.clear()
+  slow_seqs, slow_scores = decoding.beam_search(_seq2seq(cache=False), variables, src,
+                                                max_length=6, beam_size=3, eos_id=None)
+  jax.effects_barrier()
+  assert len(calls) == 7  # without the cache: the first call and each of the 6 loop steps
+  np.testing.assert_array_equal(seqs, slow_seqs)
+  np.testing.assert_allclose(scores, slow_scores, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_trax_arguments_and_the_stream():
+  model = TransformerLM(V, n_layers=1, **TINY)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))
+  prompt = tokens((2, 3), seed=3)
+  greedy = decoding.autoregressive_sample(model, variables, prompt, 5, temperature=0.0)
+  # Trax: an LM's `inputs` are its prompt; unjitted and eval-mode decoding agree.
+  for kwargs in (dict(), dict(accelerate=False), dict(eval_mode=True, eval_min_length=4)):
+    same = decoding.autoregressive_sample(model, variables, inputs=prompt, max_length=5,
+                                          temperature=0.0, batch_size=2, **kwargs)
+    np.testing.assert_array_equal(same, greedy)
+  stream = decoding.autoregressive_sample_stream(model, variables, prompt, temperature=0.0)
+  first = [next(stream) for _ in range(5)]
+  assert first[0].shape == (2,)
+  np.testing.assert_array_equal(np.stack(first, 1), greedy)
+  with pytest.raises(decoding.ContextLengthError, match="position 25.*is 24"):
+    for _ in range(30):
+      next(stream)
+  with pytest.raises(ValueError, match=r"batch size \(2\) does not match batch_size arg \(3\)"):
+    decoding.autoregressive_sample(model, variables, inputs=prompt, batch_size=3)
+  unprompted = decoding.autoregressive_sample(model, variables, max_length=2, batch_size=3)
+  assert unprompted.shape == (3, 2)
+  a = decoding.beam_search(model, variables, prefix=prompt, max_length=4, n_beams=2,
+                           length_penalty=1.0, eos_id=None)
+  b = decoding.beam_search(model, variables, inputs=prompt, max_length=4, beam_size=2, alpha=1.0,
+                           eos_id=None, accelerate=False)
+  np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_prompt_beyond_the_context_names_both_numbers():
+  model = TransformerLM(V, n_layers=1, **TINY)  # max_len 24
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))
+  with pytest.raises(decoding.ContextLengthError,
+                     match=r"needs 30 positions \(start token \+ prompt of 10 \+ max_length 20 "
+                           r"- 1\).* is 24.*max_length to 14"):
+    decoding.autoregressive_sample(model, variables, tokens((1, 10)), max_length=20)
+  with pytest.raises(decoding.ContextLengthError, match="is 24"):
+    decoding.autoregressive_sample(model, variables, tokens((1, 10)), max_length=20,
+                                   accelerate=False)

@@ -159,3 +159,10 @@ register_dataset(
         description="bytes of the Python stdlib, windows of seq_len + 1",
     )
 )  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        "declax_gettext_translations", builders.DeclaxGettextTranslations, kind="supervised",
+        input_key="en", target_key="de", splits=("train", "test"),
+        description="English -> X gettext messages (text; target_key is the config's language)",
+    )
+)  # fmt: skip

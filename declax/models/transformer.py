@@ -23,7 +23,9 @@ from typing import Any
 import jax.numpy as jnp
 
 import declax.layers as tl
+from declax.layers.base import flatten_layers
 from declax.models.blocks import Block, ScanLayers, compute_dtype
+from declax.models.encoder_cache import EncoderDecoder, EncoderDecoderAttention
 
 __all__ = ["Transformer", "TransformerEncoder", "TransformerLM"]
 
@@ -118,9 +120,10 @@ def EncoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa:
 def EncoderDecoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa: N802
                         attention_dropout: float, dropout_shared_axes: Sequence[int],
                         activation: Activation, mode: str, max_len: int, dtype: Any = None,
-                        remat_policy: Any = None, prevent_cse: bool = True) -> Block:
+                        remat_policy: Any = None, prevent_cse: bool = True,
+                        cache_KV_in_predict: bool = True) -> Block:  # noqa: N803
   """`(x_dec, mask, x_enc) -> same`: causal self-attention, attention to the encoder (under its
-  padding mask), feed-forward."""
+  padding mask; in `'predict'` mode its keys and values are projected once), feed-forward."""
   shared = dropout_shared_axes
   return Block(
       tl.Residual(
@@ -132,8 +135,9 @@ def EncoderDecoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  
       tl.Residual(
           tl.LayerNorm(dtype=dtype),
           tl.Select([0, 2, 2, 1, 2]),  # x_dec x_enc x_enc mask x_enc
-          tl.AttentionQKV(d_model, n_heads=n_heads, dropout=attention_dropout, mode=mode,
-                          dtype=dtype),  # x_dec mask x_enc
+          EncoderDecoderAttention(d_model, n_heads=n_heads, dropout=attention_dropout,
+                                  mode=mode, dtype=dtype,
+                                  cache_KV_in_predict=cache_KV_in_predict),  # x_dec mask x_enc
           tl.Dropout(dropout, shared_axes=shared, mode=mode),
       ),
       _residual_ff(d_model, d_ff, dropout, shared, activation, mode, dtype),
@@ -285,7 +289,7 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
                 mode: str = "train", ff_activation: Activation = tl.Relu,
                 attention_dropout: float | None = None, pad_id: int = 0,
                 scan_layers: bool = False, remat_policy: Any = None,
-                dtype: Any = None) -> tl.Serial:
+                dtype: Any = None, cache_encoder_in_predict: bool = True) -> tl.Serial:
   """The encoder-decoder Transformer: `(inputs, targets)` -> `(logits, targets)`.
 
   As in Trax, `n_in == 2` and `n_out == 2`: the model copies the targets under its logits
@@ -295,8 +299,10 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
   `output_vocab_size=None` shares one embedding between inputs and targets.
 
   In `'predict'` mode (`declax.decoding.beam_search`, `autoregressive_sample(...,
-  inputs=...)`) the decoder keeps KV caches and takes one target token per call, while the
-  encoder re-reads the whole input on every call.
+  inputs=...)`) the decoder keeps KV caches and takes one target token per call. With
+  `cache_encoder_in_predict=True` (default) the encoder runs once per input, on the first call,
+  and the keys and values of every encoder-decoder attention are projected once too (Trax's
+  `tl.Cache(encoder)` and `cache_KV_in_predict`); `False` re-runs them on every call.
 
   ```python
   model = Transformer(input_vocab_size=32, d_model=32, d_ff=64, n_encoder_layers=2,
@@ -318,15 +324,19 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
 
   def decoder_block(**kwargs) -> Block:
     return EncoderDecoderBlock(d_model, d_ff, n_heads, dropout, attention_dropout, shared,
-                               ff_activation, mode, max_len, dtype, **kwargs)
+                               ff_activation, mode, max_len, dtype,
+                               cache_KV_in_predict=cache_encoder_in_predict, **kwargs)
 
-  return tl.Serial(
+  encoder = flatten_layers([
       tl.Select([0, 1, 1]),                                   # inputs targets targets
       tl.Branch([], tl.PaddingMask(pad=pad_id)),              # inputs mask targets targets
       _embedder(input_vocab_size, d_model, dropout, shared, mode, dtype, in_embedding),
       EncoderPositionalEncoding(max_len=max_len, mode=mode),  # x_enc mask targets targets
       _stack(encoder_block, n_encoder_layers, scan_layers, remat_policy),
       tl.LayerNorm(dtype=dtype),
+  ])
+  return EncoderDecoder(
+      *encoder,
       tl.Select([2, 1, 0]),                                   # targets mask x_enc targets
       tl.ShiftRight(mode=mode),
       _embedder(out_vocab, d_model, dropout, shared, mode, dtype, out_embedding),
@@ -335,4 +345,5 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
       tl.LayerNorm(dtype=dtype),
       tl.Select([0], n_in=3),                                 # x_dec targets
       tl.Dense(out_vocab, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      n_encoder_layers=len(encoder), cache_in_predict=cache_encoder_in_predict, mode=mode,
   )

@@ -13,6 +13,7 @@ loop = train_and_evaluate(config, '/tmp/digits')
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import optax
 
 from declax import registry, sharding
 from declax.layers import with_mode
-from declax.training.config_schema import ConfigError, resolve_config, to_dict
+from declax.training.config_schema import resolve_config, to_dict
 from declax.training.loop import Loop
 from declax.training.optimizers import make_optimizer, make_schedule
 from declax.training.tasks import EvalTask, TrainTask
@@ -170,8 +171,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        **loop_kwargs: Any) -> Loop:
   """Trains until step `config.train.steps` (resuming from `workdir`), evaluating as it goes.
 
-  Returns the `Loop` (check `loop.preempted`: True if it stopped early on SIGTERM).
+  Returns the `Loop` (check `loop.preempted`: True if it stopped early on SIGTERM). A config
+  with `experiment = 'module:function'` is run by that function instead (same arguments).
   """
+  if config.get("experiment"):  # e.g. configs/translate_gettext.py
+    module, _, function = config.experiment.partition(":")
+    return getattr(importlib.import_module(module), function)(config, workdir, **loop_kwargs)
   config = resolve_config(config)
   loop = build_loop(config, workdir, **loop_kwargs)  # locks the workdir before writing to it
   try:
@@ -248,32 +253,19 @@ def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
 
 def sample_from_workdir(workdir: str | os.PathLike, prompt: str, max_length: int = 200,
                         temperature: float = 0.8, top_k: int | None = None,
-                        num_samples: int = 1, seed: int = 0, eos_id: int | None = 0,
-                        step: int | None = None) -> list[str]:
-  """Continuations of `prompt` by a byte-level LM's checkpoint in `workdir` (decoded as UTF-8,
-  undecodable bytes replaced); sampling stops at `eos_id` (byte 0 ends a file in declax_pysrc).
+                        num_samples: int = 1, seed: int = 0, eos_id: int | None | str = "auto",
+                        step: int | None = None, beam_size: int = 4) -> list[str]:
+  """Continuations of `prompt` by a language model's checkpoint in `workdir`, or its
+  translations by an encoder-decoder's, through the workdir's own tokenizer (bytes if it has
+  none); see `declax.workdir_decoding.decode_prompt`. A tokenizer whose vocabulary does not
+  match the checkpoint's raises `VocabularyMismatchError`.
   """
-  import numpy as np
+  from declax import workdir_decoding
 
-  from declax.decoding import autoregressive_sample
-
-  model, variables, config, _ = restore_from_workdir(workdir, step)
-  vocab = config.model.get("vocab_size", 256)
-  if vocab != 256:
-    raise ConfigError(f"this script encodes text as bytes; the model's vocab_size is {vocab}")
-  prefix = np.frombuffer(prompt.encode("utf-8"), np.uint8).astype(np.int32)
-  prefix = np.tile(prefix[None], (num_samples, 1))
-  max_len = config.model.get("max_len")  # Transformers: cache length
-  if max_len is not None:
-    max_length = min(max_length, max_len - prefix.shape[1])
-    if max_length < 1:
-      raise ConfigError(f"the prompt ({prefix.shape[1]} bytes) fills the model's max_len "
-                       f"{max_len}")
-  tokens = autoregressive_sample(model, variables, prefix, max_length, temperature=temperature,
-                                 top_k=top_k, rng=jax.random.PRNGKey(seed), eos_id=eos_id)
-  texts = []
-  for row in np.asarray(tokens):
-    if eos_id is not None and (row == eos_id).any():
-      row = row[: int(np.argmax(row == eos_id))]
-    texts.append(prompt + bytes(row.astype(np.uint8).tolist()).decode("utf-8", "replace"))
-  return texts
+  model, variables, _, _ = restore_from_workdir(workdir, step)
+  tokenizer = workdir_decoding.workdir_tokenizer(workdir)
+  workdir_decoding.check_vocabulary(tokenizer, workdir_decoding.model_vocab_size(model, variables),
+                                    os.fspath(workdir))
+  return workdir_decoding.decode_prompt(
+      model, variables, tokenizer, prompt, max_length=max_length, temperature=temperature,
+      top_k=top_k, num_samples=num_samples, seed=seed, eos_id=eos_id, beam_size=beam_size)

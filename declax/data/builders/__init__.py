@@ -2,6 +2,8 @@
 
 from declax.data.builders.digits import DeclaxDigits
 from declax.data.builders.fashion_mnist import DeclaxFashionMnist
+from declax.data.builders.gettext import DeclaxGettextTranslations, GettextConfig
 from declax.data.builders.pysrc import DeclaxPysrc, PysrcConfig
 
-__all__ = ["DeclaxDigits", "DeclaxFashionMnist", "DeclaxPysrc", "PysrcConfig"]
+__all__ = ["DeclaxDigits", "DeclaxFashionMnist", "DeclaxGettextTranslations", "DeclaxPysrc",
+           "GettextConfig", "PysrcConfig"]
