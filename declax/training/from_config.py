@@ -25,6 +25,7 @@ import ml_collections
 import optax
 
 from declax import registry, sharding
+from declax.errors import DeclaxError
 from declax.layers import with_mode
 from declax.training.config_schema import resolve_config, to_dict
 from declax.training.loop import Loop
@@ -231,12 +232,12 @@ def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
   logits = model.apply(variables, tokens)
   ```
   """
+  from declax.layers import LayerError
   from declax.training.checkpoints import Checkpointer
   from declax.training.state import create_or_restore_state
 
   config = resolve_config(load_config(workdir))
   model = build_model(config, mode=mode)
-  inputs = model_input_specs(config)[: model.n_in]
   mesh = sharding.mesh_from_config(to_dict(config.mesh) or None)
   rules = sharding.rules_from_config(to_dict(config.sharding_rules) or None)
   checkpointer = Checkpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
@@ -244,11 +245,32 @@ def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
     step = checkpointer.latest_step() if step is None else step
     if step is None:
       raise WorkdirError(f"no checkpoint in {checkpointer.directory}")
-    restored = create_or_restore_state(model, build_optimizer(config)[0], inputs, mesh, rules,
-                                       checkpointer=checkpointer, step=step)
+    first_error = None
+    for inputs in _input_candidates(config, model):
+      try:
+        restored = create_or_restore_state(model, build_optimizer(config)[0], inputs, mesh,
+                                           rules, checkpointer=checkpointer, step=step)
+        break
+      except LayerError as error:  # the model refused these shapes while tracing its init
+        first_error = first_error or error
+    else:
+      raise first_error
   finally:
     checkpointer.close()
   return model, restored.state.variables, config, step
+
+
+def _input_candidates(config: ml_collections.ConfigDict, model: Any):
+  """Input shapes to trace the model's init with: the data's first, then one token per input
+  (for a workdir whose Loop was fed other data than its config's: token models' parameters do
+  not depend on the sequence length)."""
+  import jax.numpy as jnp
+
+  try:
+    yield model_input_specs(config)[: model.n_in]
+  except DeclaxError as error:  # e.g. the data is not available here: shapes are guessed
+    log.warning("restore: input shapes from the data failed (%s); trying int32[1,1]", error)
+  yield [jax.ShapeDtypeStruct((1, 1), jnp.int32)] * model.n_in
 
 
 def sample_from_workdir(workdir: str | os.PathLike, prompt: str, max_length: int = 200,
