@@ -6,7 +6,7 @@ Each round then times, in alternating order:
 
 - `loop.run(k)`: the real loop: next batch from the task's iterator (numpy), `shard_batch`
   (host -> device), the jitted step, metric bookkeeping, the final metric fetch and report;
-- bare: the same compiled step (`loop._train_step`) called `k` times on a batch already on the
+- bare: the same compiled step (`loop._train_steps[0]`) called `k` times on a batch already on the
   device, then one `block_until_ready`;
 - fed: like bare, but each step first puts the (numpy) batch on the device with one
   `jax.device_put`: the least any loop must do to feed new data every step.
@@ -79,8 +79,9 @@ def measure(loop, batch, steps_per_round: int, rounds: int,
 
   on_device = sharding.shard_batch(batch, loop.mesh)
   batch_sharding = sharding.batch_sharding(loop.mesh)
-  # The loop's own jitted step (shardings, donated state); `lower_train_step` compiles the same.
-  train_step = getattr(loop, "_train_step", None) or loop.lower_train_step().compile()
+  # The loop's own jitted step (shardings, donated state and running metrics).
+  train_step = loop._train_steps[0]
+  buffer = loop._metrics[0]
 
   def run_loop():
     loop.run(steps_per_round)
@@ -89,16 +90,17 @@ def measure(loop, batch, steps_per_round: int, rounds: int,
     with sharding.mesh_context(loop.mesh, loop.rules):
       state = loop.state
       for _ in range(steps_per_round):
-        state, metrics = train_step(state, on_device)
-      common.block((state, metrics))
+        state, buffer.running = train_step(state, buffer.running, on_device)
+      common.block((state, buffer.running))
       loop.state = state
 
   def run_fed():
     with sharding.mesh_context(loop.mesh, loop.rules):
       state = loop.state
       for _ in range(steps_per_round):
-        state, metrics = train_step(state, jax.device_put(batch, batch_sharding))
-      common.block((state, metrics))
+        state, buffer.running = train_step(state, buffer.running,
+                                           jax.device_put(batch, batch_sharding))
+      common.block((state, buffer.running))
       loop.state = state
 
   return common.interleaved({"loop": run_loop, "bare": run_bare, "fed": run_fed},

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -81,12 +82,7 @@ def _suggest_config_key(argv: Sequence[str]) -> str | None:
   """For an unknown `--config.x.y`, the closest key of the config (or None)."""
   import importlib.util
 
-  config_path = None
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      config_path = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      config_path = argv[i + 1]
+  config_path = _config_path(argv)
   overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
   if not config_path or not overrides or not os.path.exists(config_path):
     return None
@@ -101,6 +97,55 @@ def _suggest_config_key(argv: Sequence[str]) -> str | None:
   return None
 
 
+def _fail(message: str) -> None:
+  print(f"declax-train: error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(argv: Sequence[str]) -> str | None:
+  """Why the `--config` file cannot give a config (missing, a syntax error, get_config()
+  raising or returning something else), as one sentence naming the file; None if it can."""
+  import importlib.util
+
+  path = _config_path(argv)
+  if path is None:
+    return None
+  args: list[str] = []
+  if not os.path.exists(path) and ":" in path and os.path.exists(path.rsplit(":", 1)[0]):
+    path, arg = path.rsplit(":", 1)  # ml_collections' `file.py:argument`
+    args = [arg]
+  if not os.path.isfile(path):
+    return f"config file {path} not found (--config); check the path"
+  try:
+    spec = importlib.util.spec_from_file_location("_declax_config_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+      return f"config file {path} has no get_config() function; define one returning a config"
+    config = module.get_config(*args)
+  except SyntaxError as error:
+    return (f"config file {path} has a syntax error at line {error.lineno}: {error.msg}; fix "
+            "the file")
+  except Exception as error:  # noqa: BLE001 - the user's code: any failure is reported
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return (f"config file {path}: get_config() raised {type(error).__name__}: {error} (at "
+            f"{where.filename}:{where.lineno}); fix the file")
+  if not hasattr(config, "items"):
+    return (f"config file {path}: get_config() returned {type(config).__name__}, not a "
+            "config; return an ml_collections.ConfigDict (e.g. default_config.get_config() "
+            "with your settings)")
+  return None
+
+
 def _run(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -109,10 +154,12 @@ def _run(argv: Sequence[str]) -> None:
 
     print(show_config(_CONFIG.value, flags.FLAGS["config"].config_filename))
     sys.exit(0)
-  if not _WORKDIR.value:
-    print("declax-train: error: --workdir is required (the directory for checkpoints, metrics "
-          "and the resolved config), e.g. --workdir /tmp/declax/run", file=sys.stderr)
-    sys.exit(1)
+  if _WORKDIR.value is None:
+    _fail("--workdir is required (the directory for checkpoints, metrics and the resolved "
+          "config), e.g. --workdir /tmp/declax/run")
+  if not _WORKDIR.value.strip():
+    _fail("--workdir is empty (an unset variable?); name the directory for checkpoints and "
+          "logs, e.g. --workdir=/tmp/run")
   if _DISTRIBUTED.value or _COORDINATOR.value:
     from declax.sharding import initialize_distributed
 
@@ -194,6 +241,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
     print(_help(os.path.basename(argv[0]) if argv else "declax-train"))
     sys.exit(0)
+  problem = _check_config_file(argv[1:])
+  if problem:
+    _fail(problem)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError) as error:
@@ -205,8 +255,39 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(1)
 
 
+# XLA's CPU collectives abort the process ("Expected 4 threads to join the rendezvous, but
+# only 2 of them arrived on time") when one device's thread waits longer than this; with more
+# fake devices than cores, a loaded machine gets there. The abort cannot be caught, so the
+# timeout is raised up front.
+COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+
+
+def fake_device_flags(xla_flags: str, cores: int) -> tuple[str, str | None]:
+  """`(XLA_FLAGS to use, warning or None)` for `--xla_force_host_platform_device_count=N`:
+  with N > `cores`, the collectives' termination timeout is raised to 600 s (unless set)."""
+  match = re.search(r"--xla_force_host_platform_device_count=(\d+)", xla_flags)
+  n_devices = int(match.group(1)) if match else 1
+  if n_devices <= cores or COLLECTIVE_TIMEOUT_FLAG in xla_flags:
+    return xla_flags, None
+  warning = (f"declax: {n_devices} fake CPU devices on {cores} cores: XLA's all-reduce "
+             "rendezvous may abort the run when the device threads cannot all run in time "
+             f"(\"Expected {n_devices} threads to join the rendezvous\"); raising "
+             f"{COLLECTIVE_TIMEOUT_FLAG} to 600. Use at most {cores} devices "
+             f"(--xla_force_host_platform_device_count={cores}) for speed.")
+  return f"{xla_flags} {COLLECTIVE_TIMEOUT_FLAG}=600".strip(), warning
+
+
+def _guard_fake_devices() -> None:
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  flags_, warning = fake_device_flags(os.environ.get("XLA_FLAGS", ""), cores or 1)
+  if warning:  # before JAX starts its backend (the first device use)
+    os.environ["XLA_FLAGS"] = flags_
+    print(warning, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   """The console entry point (`declax-train`)."""
+  _guard_fake_devices()
   app.run(_run, argv=list(sys.argv if argv is None else argv), flags_parser=_parse_flags)
 
 

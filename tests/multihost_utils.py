@@ -83,8 +83,10 @@ def worker_env(n_devices: int = 1, extra: Mapping[str, str] | None = None) -> di
   env = dict(os.environ)
   env["XLA_FLAGS"] = " ".join(
       [f for f in env.get("XLA_FLAGS", "").split()
-       if not f.startswith("--xla_force_host_platform_device_count")]
-      + [f"--xla_force_host_platform_device_count={n_devices}"])
+       if not f.startswith(("--xla_force_host_platform_device_count",
+                            "--xla_cpu_collective_call_terminate_timeout_seconds"))]
+      + [f"--xla_force_host_platform_device_count={n_devices}",
+         "--xla_cpu_collective_call_terminate_timeout_seconds=600"])  # loaded machines
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

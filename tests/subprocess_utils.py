@@ -15,7 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def device_env(n_devices: int) -> dict:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
+  # (more fake devices than cores: XLA's collectives abort after their default timeout)
+  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={n_devices} "
+                      "--xla_cpu_collective_call_terminate_timeout_seconds=600")
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
   return env

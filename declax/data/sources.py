@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,10 @@ def get_builder(
       raise ValueError(f"{name!r} names config {config!r} but config= was passed too")
     builder_kwargs["config"] = config
   data_dir = resolve_data_dir(data_dir)
+  if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DatasetUnavailableError(
+        f"data dir {data_dir} is a file, not a directory; set config.data.data_dir (or "
+        "DECLAX_DATA_DIR / TFDS_DATA_DIR) to a directory")
   try:
     if spec.builder is not None:
       builder = spec.builder(data_dir=data_dir, file_format=file_format, **builder_kwargs)
@@ -84,7 +89,14 @@ def prepare(
   spec, builder = get_builder(name, data_dir, file_format=file_format, **builder_kwargs)
   if not builder.is_prepared():
     hosts = None if spec.builder is None else declared_hosts(builder)
-    download_and_prepare_or_explain(builder, name, hosts=hosts, file_format=file_format)
+    try:
+      download_and_prepare_or_explain(builder, name, hosts=hosts, file_format=file_format)
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as error:
+      raise DatasetUnavailableError(
+          f"cannot prepare dataset {name!r} in data dir {builder.data_dir_root} "
+          f"({type(error).__name__}: {error}): it is prepared once into the data dir, which "
+          "must be a writable directory. Set config.data.data_dir to one (or prepare it "
+          "elsewhere with declax.data.prepare and point data_dir there)") from error
     spec = spec_from_info(spec, builder.info)
   formats = builder.info.available_file_formats() or {builder.info.file_format}
   formats = {getattr(f, "value", f) for f in formats}
@@ -168,6 +180,33 @@ class BatchReader:
   """
 
   def __init__(self, builder: tfds.core.DatasetBuilder, split: str, in_memory: bool | None):
+    self._builder, self._split = builder, split
+    with self._readable():
+      self._open(builder, split, in_memory)
+    if self.num_examples == 0:
+      raise DatasetUnavailableError(
+          f"split {split!r} of dataset {builder.name!r} has no examples; choose a split with "
+          "data (config.data.train_split / eval_split)")
+
+  @contextlib.contextmanager
+  def _readable(self) -> Iterator[None]:
+    """Reading errors of the prepared files as one sentence naming the dataset's folder."""
+    try:
+      yield
+    except ValueError as error:
+      if "can not be of 0 length" not in str(error):  # array_record: no files for the split
+        raise
+      raise DatasetUnavailableError(
+          f"split {self._split!r} of dataset {self._builder.name!r} has no examples; choose a "
+          "split with data (config.data.train_split / eval_split)") from None
+    except (RuntimeError, OSError) as error:
+      folder = self._builder.data_dir
+      raise DatasetUnavailableError(
+          f"the prepared dataset {self._builder.name!r} in {folder} cannot be read "
+          f"({type(error).__name__}: {str(error).splitlines()[0][:300]}): a file is missing "
+          f"or damaged. Delete {folder} and rerun to prepare it again") from error
+
+  def _open(self, builder: tfds.core.DatasetBuilder, split: str, in_memory: bool | None) -> None:
     if in_memory is None:
       size = estimated_bytes(builder.info, split)
       in_memory = size is not None and size <= IN_MEMORY_MAX_BYTES
@@ -182,4 +221,5 @@ class BatchReader:
   def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     if self.in_memory:
       return {k: v[indices] for k, v in self._arrays.items()}
-    return read_examples(self._source, indices)
+    with self._readable():
+      return read_examples(self._source, indices)

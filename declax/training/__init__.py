@@ -5,6 +5,7 @@ from declax.training import EvalTask, Loop, TrainTask, make_optimizer, make_sche
 ```
 """
 
+from declax.training.callbacks import EarlyStopping, TrainingStepCallback
 from declax.training.checkpoints import (
     CheckpointCorruptedError,
     Checkpointer,
@@ -13,6 +14,7 @@ from declax.training.checkpoints import (
 )
 from declax.training.config_schema import ConfigError
 from declax.training.loop import Loop
+from declax.training.loop_options import LoopOptions
 from declax.training.metric_writers import (
     ConsoleWriter,
     JsonlWriter,
@@ -21,6 +23,7 @@ from declax.training.metric_writers import (
     TensorBoardWriter,
     create_default_writer,
 )
+from declax.training.model_init import ModelInitError
 from declax.training.optimizers import (
     current_learning_rate,
     decay_mask,
@@ -34,8 +37,9 @@ from declax.training.workdir import WorkdirError, WorkdirLockedError
 
 __all__ = [
     "CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError", "Checkpointer",
-    "ConfigError", "ConsoleWriter", "EvalTask", "JsonlWriter", "Loop", "MetricWriter",
-    "MultiWriter", "NonFiniteInputError", "NonFiniteLossError", "TensorBoardWriter", "TrainState",
-    "TrainTask", "WorkdirError", "WorkdirLockedError", "create_default_writer",
+    "ConfigError", "ConsoleWriter", "EarlyStopping", "EvalTask", "JsonlWriter", "Loop",
+    "LoopOptions", "MetricWriter", "ModelInitError", "MultiWriter", "NonFiniteInputError",
+    "NonFiniteLossError", "TensorBoardWriter", "TrainState", "TrainTask", "TrainingStepCallback",
+    "WorkdirError", "WorkdirLockedError", "create_default_writer",
     "current_learning_rate", "decay_mask", "make_optimizer", "make_schedule",
 ]

@@ -16,21 +16,25 @@ deletes or changes any checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as preservation
 
 from declax.errors import DeclaxError
+from declax.training.digests import array_digests, mismatched
 from declax.training.state import path_name, tree_signature
 
 __all__ = ["CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError",
-           "Checkpointer", "gather_json", "local_position"]
+           "Checkpointer", "OptimizerMismatchError", "gather_json", "local_position"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,19 @@ class CheckpointMismatchError(DeclaxError, ValueError):
     lines += _listing("different shape/dtype (checkpoint vs model)",
                       [f"{p}: {_fmt(c)} vs {_fmt(m)}" for p, c, m in mismatched])
     super().__init__("\n".join(lines))
+
+
+class OptimizerMismatchError(CheckpointMismatchError):
+  """A healthy checkpoint whose arrays match the model, but whose optimizer state is shaped
+  for another optimizer (adamw saved, adam now): not damage."""
+
+  def __init__(self, directory: str, detail: str):
+    self.directory, self.missing, self.unexpected, self.mismatched = directory, [], [], []
+    ValueError.__init__(
+        self, f"checkpoint {directory} was saved with a different optimizer (its optimizer "
+        f"state is structured differently: {detail}); it is not damaged and nothing was "
+        "restored. Resume with the optimizer that saved it (config.optimizer), or start a "
+        "new workdir from its parameters (config.model_init)")
 
 
 class CheckpointCorruptedError(DeclaxError, ValueError):
@@ -171,6 +188,38 @@ def local_position(saved: Any) -> Any:
   return saved[jax.process_index()]
 
 
+def _older_format_target(stored: Any, abstract: Any) -> tuple[Any, Callable[[Any], Any]]:
+  """A restore target for a checkpoint written before the state gained a field that holds no
+  arrays here (`TrainState.heads`, empty with one task): the state's other fields as a dict,
+  and the function that rebuilds the state from what Orbax returns."""
+  tree = getattr(stored, "tree", stored)
+  if not dataclasses.is_dataclass(abstract) or not hasattr(tree, "keys"):
+    return abstract, lambda x: x
+  names = [f.name for f in dataclasses.fields(abstract)]
+  absent = [n for n in names if n not in tree.keys() and not jax.tree.leaves(getattr(abstract, n))]
+  if not absent:
+    return abstract, lambda x: x
+  target = {n: getattr(abstract, n) for n in names if n not in absent}
+
+  def rebuild(restored: dict) -> Any:
+    return abstract.replace(**{n: jax.tree.unflatten(jax.tree.structure(target[n]),
+                                                     jax.tree.leaves(restored[n]))
+                               for n in target})
+
+  return target, rebuild
+
+
+class _Permanent(preservation.PreservationPolicy):
+  """Keeps the checkpoints of the steps where `keep(step)` is true (`permanent_checkpoint_at`)."""
+
+  def __init__(self, keep: Callable[[int], bool]):
+    self._keep = keep
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    return [bool(self._keep(c.step)) for c in checkpoints]
+
+
 class Checkpointer:
   """Saves and restores `(state, data_state)` pairs in `directory` with Orbax.
 
@@ -185,17 +234,38 @@ class Checkpointer:
   - `max_to_keep`: the newest this many checkpoints are kept; None keeps all.
   - `async_save`: write in a background thread (the arrays are copied to host first, so the
     state may be donated to the next step right away).
+  - `best_metric`, `best_mode`: also keep the checkpoint whose `metrics[best_metric]` (given to
+    `save`) is the lowest (`'min'`) or highest (`'max'`), through Orbax's `BestN` policy.
+  - `permanent`: `step -> bool`; the checkpoints of those steps are never deleted.
   """
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
-               async_save: bool = True):
+               async_save: bool = True, best_metric: str | None = None,
+               best_mode: str = "min", permanent: Callable[[int], bool] | None = None,
+               digests: bool = True):
     self.directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      from declax.training.workdir import WorkdirError
+
+      raise WorkdirError(f"{self.directory} is a file, not a directory: the checkpoints go "
+                         "there. Move the file away, or use another output directory")
+    self.digests = digests  # store per-array digests at save, verify them on restore
+    self.best_metric = best_metric
+    # Kept: the newest `max_to_keep`, the best by `best_metric`, the permanent ones.
+    policies: list[Any] = [preservation.LatestN(n=max_to_keep)]
+    if best_metric is not None:
+      policies.append(preservation.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
+                                         reverse=best_mode == "min",
+                                         keep_checkpoints_without_metrics=False))
+    if permanent is not None:
+      policies.append(_Permanent(permanent))
     # `cleanup_tmp_directories`: a step whose save was cut short (SIGKILL, a full disk) is left
     # as `<step>.orbax-checkpoint-tmp`; without the cleanup such leftovers of steps that are
-    # never saved again would pile up.
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save,
-                                           cleanup_tmp_directories=True)
+    # never saved again would pile up. `best_fn` makes Orbax store the metrics with each step.
+    options = ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=async_save, cleanup_tmp_directories=True,
+        best_fn=(lambda m: m[best_metric]) if best_metric else None,
+        best_mode=best_mode, preservation_policy=preservation.AnyPreservationPolicy(policies))
     # Declaring the handlers lets a fresh manager read the stored tree's metadata on resume.
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler()}
@@ -213,6 +283,10 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def best_step(self) -> int | None:
+    """The step with the best `best_metric` saved so far (None without one)."""
+    return self._manager.best_step() if self.best_metric is not None else None
+
   def reached_preemption(self, step: int) -> bool:
     """True when JAX's preemption service says all hosts should save now (multi-host)."""
     return self._manager.reached_preemption(step)
@@ -220,22 +294,27 @@ class Checkpointer:
   # -- saving ---------------------------------------------------------------------------------
 
   def save(self, step: int, state: Any, data_state: dict[str, Any] | None = None, *,
-           force: bool = False) -> bool:
+           force: bool = False, metrics: dict[str, float] | None = None) -> bool:
     """Starts saving `state` and the JSON `data_state` as step `step`; returns True if it did.
 
-    A step that is already saved is skipped.
+    `metrics` (evaluation results) rank it for `best_metric`. A step already saved is skipped.
     """
     if step in self._manager.all_steps():
       return False
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
-        meta=ocp.args.JsonSave({"step": int(step), "format_version": FORMAT_VERSION}),
+        meta=ocp.args.JsonSave({"step": int(step), "format_version": FORMAT_VERSION,
+                                **({"digests": array_digests(state)} if self.digests else {})}),
     )
     self.wait_until_finished()  # a failure of the previous save is reported as that step's
     self._pending_step = int(step)
     try:
-      started = bool(self._manager.save(step, args=args, force=force))
+      if self.best_metric is not None and metrics is not None:
+        metrics = {self.best_metric: float(metrics[self.best_metric])}
+      else:
+        metrics = None
+      started = bool(self._manager.save(step, args=args, force=force, metrics=metrics))
     except Exception as error:
       raise self._save_error(error) from error
     if not self._async:  # already written
@@ -294,16 +373,39 @@ class Checkpointer:
     """
     self.check(step, abstract_state)
     try:
-      items = {"state": ocp.args.StandardRestore(abstract_state)}
-      if "data" in self._manager.item_metadata(step).keys():
-        items["data"] = ocp.args.JsonRestore()
+      target, rebuild = _older_format_target(self._manager.item_metadata(step)["state"],
+                                             abstract_state)
+      items = {"state": ocp.args.StandardRestore(target)}
+      stored_items = self._manager.item_metadata(step).keys()
+      for name in ("data", "meta"):
+        if name in stored_items:
+          items[name] = ocp.args.JsonRestore()
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
       data_state = restored["data"] if "data" in items else None
       if data_state is not None and not isinstance(data_state, dict):
         raise TypeError(f"its data position is a {type(data_state).__name__}, not a dict")
     except Exception as error:  # noqa: BLE001 - the tree matched: unreadable files are damage
+      if "tree structures do not match" in str(error):  # same leaves, other optimizer nesting
+        raise OptimizerMismatchError(self._step_dir(step), _short(error, 200)) from error
       raise self._corrupted(step, _short(error)) from error
-    return restored["state"], dict(data_state or {})
+    self._verify(step, restored["state"], restored["meta"] if "meta" in items else None)
+    return rebuild(restored["state"]), dict(data_state or {})
+
+  def _verify(self, step: int, state: Any, meta: Any) -> None:
+    """The step named in `meta` is the directory's, and the arrays match their digests."""
+    if not isinstance(meta, dict):
+      return
+    saved_as = meta.get("step")
+    if saved_as is not None and int(saved_as) != step:
+      raise self._corrupted(step, f"it holds step {saved_as} (its meta item says so): the "
+                            "directory was renamed or copied. Rename it back (mv "
+                            f"{self._step_dir(step)} {self._step_dir(int(saved_as))})")
+    if self.digests and meta.get("digests"):
+      bad = mismatched(meta["digests"], array_digests(state))
+      if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise self._corrupted(step, f"the array data of {shown} differs from the digest "
+                              "stored when it was saved (flipped bits on the disk?)")
 
   def _corrupted(self, step: int, reason: str) -> CheckpointCorruptedError:
     others = [s for s in self._committed_steps() if s != step]

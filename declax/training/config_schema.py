@@ -8,6 +8,7 @@ its default). The keys, types and defaults are written once, in `declax.training
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -40,9 +41,10 @@ _BASE = default_config.get_config()
 DEFAULTS: dict[str, Any] = to_dict(_BASE)
 # section -> its keys (model's keys are the model's own arguments, mesh's are checked by
 # declax.sharding)
-SECTIONS = {s: tuple(DEFAULTS[s]) for s in DEFAULTS if s not in default_config.OPEN_SECTIONS}
+SECTIONS = {s: tuple(DEFAULTS[s]) for s in DEFAULTS
+            if s not in default_config.OPEN_SECTIONS and s not in default_config.SCALARS}
 # Counts that may be 0 (every other integer key must be >= 1).
-_ZERO_OK = ("train.steps", "train.seed", "schedule.warmup_steps")
+_ZERO_OK = ("train.steps", "train.seed", "schedule.warmup_steps", "schedule.plateau_cooldown")
 
 
 def _check_keys(config: Mapping[str, Any]) -> None:
@@ -83,6 +85,47 @@ def _check_values(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"config.{path} must be {allowed}, got {value!r}")
 
 
+def _non_finite(value: Any, path: str) -> list[str]:
+  """Paths under `value` holding a NaN or infinite number."""
+  if isinstance(value, Mapping):
+    return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}")]
+  if isinstance(value, (tuple, list)):
+    return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+  if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    return [] if math.isfinite(value) else [f"{path}={value}"]
+  return []
+
+
+def _check_meaning(config: Mapping[str, Any]) -> None:
+  """Values of the right type that would train silently wrong (gradient ascent, no clipping,
+  a loss without gradient, an overflowing seed)."""
+  bad = [p for section, values in config.items() for p in _non_finite(values, f"config.{section}")]
+  if bad:
+    raise ConfigError(f"{bad[0]} is not a finite number; set a finite value")
+  lr = config["schedule"]["learning_rate"]
+  if isinstance(lr, numbers.Real) and lr < 0:
+    raise ConfigError(f"config.schedule.learning_rate must be >= 0, got {lr} (a negative rate "
+                      "ascends the loss)")
+  clip = config["optimizer"]["clip_norm"]
+  if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real)
+                           or clip <= 0):
+    raise ConfigError(f"config.optimizer.clip_norm must be a number > 0 or None (no clipping), "
+                      f"got {clip!r}")
+  loss = config["train"]["loss"]
+  if isinstance(loss, str) and loss.endswith("Accuracy"):
+    raise ConfigError(f"config.train.loss={loss!r} is a metric without a gradient (nothing "
+                      "would be learned); use a loss such as 'CrossEntropyLoss' and list "
+                      f"{loss!r} in config.train.metrics")
+  seed = config["train"]["seed"]
+  if isinstance(seed, numbers.Integral) and seed >= 2**63:
+    raise ConfigError(f"config.train.seed must be < 2**63 (a signed 64-bit integer), got {seed}")
+  for key in ("n_classes", "vocab_size"):
+    value = config.get("model", {}).get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                              or value < 1):
+      raise ConfigError(f"config.model.{key} must be an integer >= 1, got {value!r}")
+
+
 def resolve_config(config: Any) -> ml_collections.ConfigDict:
   """`config` merged over `default_config.get_config()`, after checking it.
 
@@ -98,6 +141,7 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
   for section in SECTIONS:
     merged[section] = {**DEFAULTS[section], **user.get(section, {})}
   _check_values(merged)
+  _check_meaning(merged)
   return ml_collections.ConfigDict(merged)
 
 

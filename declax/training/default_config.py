@@ -22,7 +22,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-__all__ = ["NONE_OK", "OPEN_SECTIONS", "REQUIRED", "get_config"]
+__all__ = ["NONE_OK", "OPEN_SECTIONS", "REQUIRED", "SCALARS", "get_config"]
 
 # Keys every config must set (no default makes sense for them).
 REQUIRED = ("model.name", "data.name", "optimizer.name", "schedule.learning_rate",
@@ -30,6 +30,8 @@ REQUIRED = ("model.name", "data.name", "optimizer.name", "schedule.learning_rate
 # Keys with a default that may also be set to None (their comments say what None means); keys
 # whose default is None may be None too.
 NONE_OK = ("train.checkpoint_every", "train.keep_checkpoints")
+# Top-level settings that are single values, not sections.
+SCALARS = ("model_init",)
 # Sections a config replaces whole: the model's own arguments, checked by its signature; the
 # mesh and rules, checked by `declax.sharding` (a missing mesh axis is 1 there).
 OPEN_SECTIONS = ("model", "mesh", "sharding_rules")
@@ -41,6 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Registry name (`declax.registry.get_model`) and the model's keyword arguments.
   config.model = dict(name=placeholder(str))
+  # Start from trained weights (declax.training.model_init): a declax work directory or a Trax
+  # model.pkl.gz; None: random initialisation. `model_load.skip`: regular expressions of
+  # parameter paths that keep their random values (e.g. a new head, 'layers_5/.*').
+  config.model_init = placeholder(str)
+  config.model_load = dict(skip=(), step=placeholder(int))  # step None: the newest checkpoint
 
   config.data = dict(
       name=placeholder(str),          # a registered dataset or any TFDS name
@@ -60,6 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
       decay_all=False,                # decay vectors (biases, scales) too
       clip_norm=placeholder(float),   # None: no gradient clipping
       grad_accum_steps=1,
+      ema_decay=placeholder(float),   # keep an EMA of the parameters (train.eval_on_ema)
       kwargs={},                      # passed to the optax factory (b1, b2, eps, ...)
   )
 
@@ -69,6 +77,13 @@ def get_config() -> ml_collections.ConfigDict:
       warmup_steps=0,
       decay_steps=placeholder(int),   # None: the run's optimizer updates
       end_value=0.0,
+      # Reduce on plateau (optax.contrib.reduce_on_plateau), on top of the schedule: the
+      # updates are scaled by `plateau_factor` after `plateau_patience` evaluations (or steps,
+      # for 'train/loss') without improvement of `plateau_metric`. None: off.
+      plateau_patience=placeholder(int),
+      plateau_factor=0.1,
+      plateau_metric="eval/loss",
+      plateau_cooldown=0,
   )
 
   config.train = dict(
@@ -82,6 +97,14 @@ def get_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,             # None: keep all
       metrics=("CrossEntropyLoss", "Accuracy"),  # layer names, evaluated on eval_split
       metric_names=placeholder(tuple),           # None: the layer names
+      permanent_checkpoint_every=placeholder(int),  # None: none kept for good
+      checkpoint_low_metric=placeholder(str),   # keep the checkpoint with the lowest eval metric
+      checkpoint_high_metric=placeholder(str),  # ... or the highest (e.g. 'eval/accuracy')
+      early_stopping_patience=placeholder(int),  # evaluations without improvement; None: off
+      early_stopping_metric="eval/loss",
+      early_stopping_mode="min",
+      eval_on_ema=True,               # with optimizer.ema_decay: evaluate the EMA parameters
+      profile_steps=placeholder(tuple),  # (first, last): jax.profiler trace into tensorboard/
   )
 
   config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: the rest of the devices

@@ -81,6 +81,7 @@ def build_optimizer(config: ml_collections.ConfigDict
                            decay_steps=decay_steps, end_value=s.end_value)
   tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay, decay_all=o.decay_all,
                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
+                      ema_decay=o.ema_decay, plateau_kwargs=plateau_kwargs(config),
                       **to_dict(o.kwargs))
   return tx, schedule
 
@@ -132,7 +133,19 @@ def build_eval_task(config: ml_collections.ConfigDict) -> EvalTask | None:
 
   metrics = [registry.get_layer(name) for name in config.train.metrics]
   return EvalTask(from_start, metrics, metric_names=config.train.metric_names,
-                  n_eval_batches=data.n_eval_batches or pipeline.batches_per_epoch)
+                  n_eval_batches=_eval_batches(data.n_eval_batches, pipeline.batches_per_epoch,
+                                               data.eval_split))
+
+
+def _eval_batches(wanted: int | None, per_epoch: int, split: str) -> int:
+  """`config.data.n_eval_batches`, capped at one pass over the split (more would count
+  examples twice), with a warning."""
+  if wanted is None or wanted <= per_epoch:
+    return wanted or per_epoch
+  log.warning("config.data.n_eval_batches=%d is more than the %d batches of the %r split: "
+              "evaluating on %d (one pass; more would count examples twice)", wanted,
+              per_epoch, split, per_epoch)
+  return per_epoch
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,22 +162,77 @@ def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | N
   """
   config = resolve_config(config)
   train, eval_task = config.train, build_eval_task(config)
+  model, task = build_model(config), build_train_task(config)
   options = dict(
       eval_tasks=[eval_task] if eval_task is not None else [], output_dir=workdir,
       mesh=to_dict(config.mesh) or None, sharding_rules=to_dict(config.sharding_rules) or None,
       eval_every=train.eval_every, log_every=train.log_every,
-      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config))
-  return Loop(build_model(config), build_train_task(config), **{**options, **loop_kwargs})
+      keep_checkpoints=train.keep_checkpoints, seed=train.seed, hparams=flatten_config(config),
+      **loop_features(config, model, task))
+  return Loop(model, task, **{**options, **loop_kwargs})
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
-  """Writes the resolved config to `workdir/config.json` (process 0); returns the path."""
+def plateau_kwargs(config: ml_collections.ConfigDict) -> dict | None:
+  """`config.schedule.plateau_*` as `declax.training.optimizers.plateau` arguments, or None."""
+  s = config.schedule
+  if s.plateau_patience is None:
+    return None
+  return dict(metric=s.plateau_metric, patience=s.plateau_patience, factor=s.plateau_factor,
+              cooldown=s.plateau_cooldown)
+
+
+def loop_features(config: ml_collections.ConfigDict, model: Any, task: TrainTask) -> dict:
+  """The `Loop` arguments of the optional training features a config turns on."""
+  import functools
+
+  from declax.training import model_init
+  from declax.training.callbacks import EarlyStopping, at_every
+
+  train, features = config.train, {}
+  if train.permanent_checkpoint_every:
+    features["permanent_checkpoint_at"] = at_every(train.permanent_checkpoint_every)
+  if train.checkpoint_low_metric:
+    features["checkpoint_low_metric"] = train.checkpoint_low_metric
+  if train.checkpoint_high_metric:
+    features["checkpoint_high_metric"] = train.checkpoint_high_metric
+  if train.early_stopping_patience:
+    features["callbacks"] = [functools.partial(
+        EarlyStopping, metric=train.early_stopping_metric, mode=train.early_stopping_mode,
+        patience=train.early_stopping_patience)]
+  if train.profile_steps:
+    features["profile_steps"] = tuple(train.profile_steps)
+  plateau = plateau_kwargs(config)
+  if plateau and plateau["metric"] != "train/loss":
+    features["plateau"] = plateau
+  features["eval_on_ema"] = train.eval_on_ema
+  if config.model_init:
+    inputs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in task.sample_batch[: model.n_in]]
+    features["init_params"] = model_init.loader(
+        config.model_init, skip=tuple(config.model_load.skip), step=config.model_load.step,
+        model=build_model(config, mode="eval"), inputs=inputs)
+  return features
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                 step: int | None = None) -> str:
+  """Writes the resolved config to `workdir/config.json` (process 0); returns the path.
+
+  A different `config.json` already there (an earlier run's, resumed at `step`) is kept as
+  `config.<step>.json`, so the history of configs is not lost.
+  """
   path = os.path.join(os.fspath(workdir), "config.json")
   if jax.process_index() == 0:
     os.makedirs(os.fspath(workdir), exist_ok=True)
+    text = json.dumps(to_dict(config), indent=2, sort_keys=True, default=str) + "\n"
+    if os.path.isfile(path):
+      with open(path) as f:
+        old = f.read()
+      if old != text:
+        kept = os.path.join(os.fspath(workdir), f"config.{step or 0}.json")
+        os.replace(path, kept)
+        log.info("The earlier config is kept as %s", kept)
     with open(path, "w") as f:
-      json.dump(to_dict(config), f, indent=2, sort_keys=True, default=str)
-      f.write("\n")
+      f.write(text)
   return path
 
 
@@ -182,10 +250,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   loop = build_loop(config, workdir, **loop_kwargs)  # locks the workdir before writing to it
   try:
     if workdir is not None:
-      write_config(config, workdir)
+      write_config(config, workdir, loop.step)
     remaining = config.train.steps - loop.step
     if remaining > 0:
       loop.run(remaining)
+    elif remaining < 0:
+      log.warning("%s holds step %d, beyond config.train.steps=%d: nothing was trained. "
+                  "Raise --config.train.steps to train further (or use a new workdir)",
+                  workdir, loop.step, config.train.steps)
   finally:
     loop.close()
   return loop

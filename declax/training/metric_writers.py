@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 __all__ = ["ConsoleWriter", "JsonlWriter", "MetricWriter", "MultiWriter", "TensorBoardWriter",
-           "create_default_writer"]
+           "create_default_writer", "write_curves", "write_model_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +234,22 @@ class TensorBoardWriter(MetricWriter):
     for name, text in texts.items():
       self._writer.add_text(name, f"```\n{text}\n```", global_step=int(step))
 
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+  def write_hparams(self, hparams: Mapping[str, Any], metrics: Sequence[str] = ()) -> None:
+    """The hyperparameters for TensorBoard's HParams dashboard, in this run's own event file,
+    so they sit beside its scalars; `metrics` are the scalar tags the dashboard shows as
+    columns (default `train/loss`)."""
     if self._clu is not None:
       self._clu.write_hparams(dict(hparams))
       return
-    text = "\n".join(f"{k}: {v}" for k, v in hparams.items())
-    self._writer.add_text("hparams", f"```\n{text}\n```", global_step=0)
+    from tensorboardX.summary import hparams as hparams_summary
+
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+              for k, v in hparams.items()}
+    experiment, start, end = hparams_summary(values, {m: 0.0 for m in (metrics or
+                                                                        ["train/loss"])})
+    file_writer = self._writer._get_file_writer()
+    for proto in (experiment, start, end):
+      file_writer.add_summary(proto)
 
   def flush(self) -> None:
     (self._clu or self._writer).flush()
@@ -267,9 +277,12 @@ class MultiWriter(MetricWriter):
     for w in self.writers:
       w.write_texts(step, texts)
 
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+  def write_hparams(self, hparams: Mapping[str, Any], metrics: Sequence[str] = ()) -> None:
     for w in self.writers:
-      w.write_hparams(hparams)
+      if metrics and isinstance(w, (MultiWriter, TensorBoardWriter)):
+        w.write_hparams(hparams, metrics=metrics)
+      else:
+        w.write_hparams(hparams)
 
   def flush(self) -> None:
     for w in self.writers:
@@ -278,6 +291,41 @@ class MultiWriter(MetricWriter):
   def close(self) -> None:
     for w in self.writers:
       w.close()
+
+
+def write_model_summary(writer: MetricWriter, model: Any, model_inputs: Sequence[Any],
+                        params: Any, mesh: Any, step: int, output_dir: str | None,
+                        resumed_from: int | None = None, directory: str | None = None) -> str:
+  """Writes the model's summary table (`declax.summary`), mesh and parameter count through
+  `writer` and to `output_dir/model_summary.txt`; returns the text."""
+  from declax.layers.base import summary
+
+  inputs = model_inputs[0] if len(model_inputs) == 1 else tuple(model_inputs)
+  text = summary(model, inputs)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  text += f"\nMesh: {dict(mesh.shape)}; devices: {jax.device_count()}"
+  if resumed_from is not None:
+    text += f"\nResumed from step {resumed_from} ({directory})"
+  writer.write_texts(step, {"model_summary": text})
+  writer.write_scalars(step, {"num_params": n_params})
+  if output_dir is not None:
+    with open(os.path.join(output_dir, "model_summary.txt"), "w") as f:
+      f.write(text + "\n")
+  return text
+
+
+def write_curves(workdir: str | os.PathLike) -> str | None:
+  """Redraws `workdir/curves.png` from its `metrics.jsonl` (`declax.plot`); returns the path,
+  or None (with a warning) when it cannot be drawn."""
+  from declax.plot import plot_curves
+
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):  # other writers than ours
+    return None
+  try:
+    return plot_curves(workdir)
+  except Exception as error:  # noqa: BLE001 - a picture must never stop training
+    log.warning("Could not draw the training curves: %s", error)
+    return None
 
 
 def create_default_writer(logdir: str | os.PathLike | None = None, *, console: bool = True,

@@ -12,7 +12,7 @@ step sits in the optimizer state, where `current_learning_rate` finds it for log
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,8 @@ import optax
 from declax import registry
 from declax.training.config_schema import ConfigError
 
-__all__ = ["SCHEDULES", "current_learning_rate", "decay_mask", "make_optimizer", "make_schedule"]
+__all__ = ["SCHEDULES", "EmaParamsState", "current_learning_rate", "decay_mask", "ema_params",
+           "ema_params_of", "feed_plateau", "make_optimizer", "make_schedule", "plateau"]
 
 SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "warmup_linear", "warmup_rsqrt")
 
@@ -102,6 +103,7 @@ def decay_mask(params: Any) -> Any:
 def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1e-3, *,
                    weight_decay: float = 0.0, decay_all: bool = False,
                    clip_norm: float | None = None, grad_accum_steps: int = 1,
+                   ema_decay: float | None = None, plateau_kwargs: dict | None = None,
                    **kwargs: Any) -> optax.GradientTransformation:
   """An optax optimizer by registry name: any optax factory taking a `learning_rate` (`adam`,
   `adamw`, `sgd`, `lamb`, `lion`, `adafactor`, `rmsprop`, ...) or `momentum` (sgd with 0.9).
@@ -113,6 +115,9 @@ def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1
     `ndim >= 2` decay unless `decay_all`.
   - `clip_norm`: clip gradients to this global norm first.
   - `grad_accum_steps`: average the gradients of this many steps per update (`optax.MultiSteps`).
+  - `ema_decay`: also keep an exponential moving average of the parameters in the optimizer
+    state (`ema_params`; the `Loop` evaluates on it).
+  - `plateau_kwargs`: scale the updates down when the loss plateaus (`plateau`).
   - `**kwargs`: passed to the optax factory (`b1`, `b2`, `eps`, `momentum`, `nesterov`, ...).
 
   ```python
@@ -141,6 +146,10 @@ def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1
   tx = optax.inject_hyperparams(factory, static_args=static)(learning_rate=learning_rate,
                                                               **kwargs)
   chain = ([optax.clip_by_global_norm(clip_norm)] if clip_norm else []) + decay_before + [tx]
+  if plateau_kwargs is not None:
+    chain.append(plateau(**plateau_kwargs))
+  if ema_decay is not None:
+    chain.append(ema_params(ema_decay))
   tx = chain[0] if len(chain) == 1 else optax.chain(*chain)
   if grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=int(grad_accum_steps)).gradient_transformation()
@@ -150,10 +159,96 @@ def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1
 
 
 def current_learning_rate(opt_state: Any) -> jax.Array | None:
-  """The learning rate `inject_hyperparams` stored in `opt_state` (the first one found), or None.
+  """The learning rate `inject_hyperparams` stored in `opt_state` (the first one found), times
+  the reduce-on-plateau scale if there is one, or None.
   """
+  scale = 1.0
+  for node in jax.tree.leaves(opt_state, is_leaf=_is_plateau):
+    if _is_plateau(node):
+      scale = node.scale
   for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
     names = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path[-2:]]
     if names == ["hyperparams", "learning_rate"]:
-      return leaf
+      return leaf * scale
+  return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Reduce on plateau, EMA of the parameters
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_plateau(node: Any) -> bool:
+  return isinstance(node, optax.contrib.ReduceLROnPlateauState)
+
+
+def plateau(metric: str = "train/loss", **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+  """`optax.contrib.reduce_on_plateau(**kwargs)`, fed by the training loss of each step
+  (`metric='train/loss'`: the train step passes `value=loss`) or by an evaluation metric
+  (any other name, e.g. `'eval/loss'`: the `Loop` calls `feed_plateau` after evaluating, and
+  the train step only applies the current scale).
+
+  ```python
+  tx = optax.chain(optax.adam(1e-3), plateau('eval/loss', patience=3, factor=0.5))
+  ```
+  """
+  inner = optax.contrib.reduce_on_plateau(**kwargs)
+  if metric == "train/loss":
+    return inner
+
+  def update(updates, state, params=None, **extra):
+    del params, extra  # the scale changes only in `feed_plateau`
+    return jax.tree.map(lambda u: state.scale.astype(u.dtype) * u, updates), state
+
+  return optax.GradientTransformationExtraArgs(inner.init, update)
+
+
+def feed_plateau(opt_state: Any, value: Any, **kwargs: Any) -> Any:
+  """`opt_state` with every reduce-on-plateau state updated by one metric `value`."""
+  inner = optax.contrib.reduce_on_plateau(**kwargs)
+
+  def one(node):
+    return inner.update({}, node, value=jnp.asarray(value, jnp.float32))[1] if _is_plateau(
+        node) else node
+
+  return jax.tree.map(one, opt_state, is_leaf=_is_plateau)
+
+
+class EmaParamsState(NamedTuple):
+  """The exponential moving average of the parameters (`ema`), and the updates taken."""
+
+  count: jax.Array
+  ema: Any
+
+
+def ema_params(decay: float) -> optax.GradientTransformation:
+  """Keeps `ema = decay * ema + (1 - decay) * new params` in the optimizer state; the updates
+  pass through unchanged. Put it last in a chain (it needs the final updates).
+
+  ```python
+  tx = optax.chain(optax.adam(1e-3), ema_params(0.999))
+  ema = ema_params_of(opt_state)          # the averaged parameters
+  ```
+  """
+  if not 0.0 <= decay < 1.0:
+    raise ConfigError(f"ema_decay must be in [0, 1), got {decay}")
+
+  def init(params):
+    return EmaParamsState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("ema_params needs the parameters: optimizer.update(grads, state, params)")
+    new = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p.astype(e.dtype), state.ema, new)
+    return updates, EmaParamsState(state.count + 1, ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def ema_params_of(opt_state: Any) -> Any | None:
+  """The EMA parameters `ema_params` keeps in `opt_state` (the first found), or None."""
+  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, EmaParamsState)):
+    if isinstance(node, EmaParamsState):
+      return node.ema
   return None

@@ -1,28 +1,28 @@
-"""Per-step training metrics kept on device and fetched in chunks, off the hot path.
+"""Training metrics summed on the device in constant memory, fetched off the hot path.
 
-The train step returns a small clu `Collection` per step. Fetching it right away would make the
-host wait for the device every step, so `MetricsBuffer` only keeps references; a chunk is fetched
-one step later (while the device already runs the next step), or when the loop needs the values
-(before a checkpoint, at the end of a run). The chunk is stacked on device first, so fetching
-it costs one transfer per metric field rather than one per step. Every step's loss is checked, so a
-non-finite loss is reported with the exact step, before any checkpoint could store its state.
+Each train step merges its clu `Collection` into a running one (`Running`) inside the same jitted
+call (clu's `merge`: sums and counts), and records the first step whose loss is not finite. So
+the device holds one small accumulator whatever `log_every` is, and nothing is fetched per step.
+At a log step the accumulator is set aside (`mark`) and a fresh one started; the set-aside one
+is fetched one step later, while the device already runs the next step, or when the loop needs
+the values (before a checkpoint, at the end of a run). A non-finite loss is reported with its
+exact step before any checkpoint could store the state that followed it.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metrics as clu_metrics
+from flax import struct
 
 from declax.errors import DeclaxError
-from declax.training.step import WeightedAverage
 
-__all__ = ["MetricsBuffer", "NonFiniteInputError", "NonFiniteLossError", "check_finite_batch"]
+__all__ = ["MetricsBuffer", "NonFiniteInputError", "NonFiniteLossError", "Running",
+           "accumulate", "check_finite_batch"]
 
 
 class NonFiniteLossError(DeclaxError, FloatingPointError):
@@ -32,11 +32,12 @@ class NonFiniteLossError(DeclaxError, FloatingPointError):
   """
 
   def __init__(self, step: int, value: float, last_checkpoint: int | None = None,
-               directory: str | None = None):
+               directory: str | None = None, quantity: str = "loss"):
     self.step, self.value, self.last_checkpoint = step, value, last_checkpoint
+    self.quantity = quantity  # 'loss', or 'gradient norm' (a finite loss, a NaN/inf gradient)
     where = (f"; the last good checkpoint is step {last_checkpoint} in {directory}"
              if last_checkpoint is not None else "; no checkpoint was saved")
-    super().__init__(f"training loss is {value} at step {step}: stopping{where}. Lower the "
+    super().__init__(f"training {quantity} is {value} at step {step}: stopping{where}. Lower the "
                      "learning rate, clip gradients (config.optimizer.clip_norm) or check the "
                      "data for NaNs.")
 
@@ -81,119 +82,132 @@ def check_finite_batch(batch: Any) -> Any:
   return batch
 
 
-class MetricsBuffer:
-  """Collects `(step, metrics)` on device; `fetch` returns merged host values.
+@struct.dataclass
+class Running:
+  """The metrics of the steps since the last log step, merged, on the device.
+
+  - `metrics`: the steps' clu `Collection`s merged (`Average`: total and count; `LastValue`:
+    the latest).
+  - `bad_step`: the first of those steps whose loss or gradient norm was NaN or inf (-1:
+    none), `bad_loss` its loss, and `bad_grad` its gradient norm (a finite loss with a NaN
+    gradient, e.g. 0 * inf, would store NaN parameters just the same).
+  """
+
+  metrics: Any
+  bad_step: jax.Array
+  bad_loss: jax.Array
+  bad_grad: jax.Array = struct.field(default_factory=lambda: jnp.zeros((), jnp.float32))
+
+  @classmethod
+  def empty(cls, collection: type) -> Running:
+    return cls(collection.empty(), jnp.full((), -1, jnp.int32), jnp.zeros((), jnp.float32),
+               jnp.zeros((), jnp.float32))
+
+  def merge(self, later: Running) -> Running:
+    """Both intervals as one (`later` follows `self`); the first bad step is kept."""
+    earlier_bad = self.bad_step >= 0
+    return Running(self.metrics.merge(later.metrics),
+                   jnp.where(earlier_bad, self.bad_step, later.bad_step),
+                   jnp.where(earlier_bad, self.bad_loss, later.bad_loss),
+                   jnp.where(earlier_bad, self.bad_grad, later.bad_grad))
+
+
+def accumulate(running: Running, step: jax.Array, metrics: Any) -> Running:
+  """`running` with one more step's `metrics` merged in (inside the jitted train step).
 
   ```python
-  buffer.add(step, metrics)            # every step: no device sync
-  buffer.mark()                        # at a log step: the chunk so far is due
-  buffer.take_due()                    # a step later: -> (last_step, {'loss': ..., ...}) or None
-  buffer.check()                       # before a checkpoint: fetch all, raise on NaN loss
+  running = accumulate(Running.empty(TrainMetrics), state.step, metrics)
+  ```
+  """
+  loss = metrics.loss.total / metrics.loss.count
+  grad = getattr(metrics, "grad_norm", None)
+  grad = grad.total / grad.count if grad is not None else jnp.zeros((), jnp.float32)
+  first_bad = (running.bad_step < 0) & ~(jnp.isfinite(loss) & jnp.isfinite(grad))
+  return Running(running.metrics.merge(metrics),
+                 jnp.where(first_bad, jnp.asarray(step, jnp.int32), running.bad_step),
+                 jnp.where(first_bad, loss.astype(jnp.float32), running.bad_loss),
+                 jnp.where(first_bad, grad.astype(jnp.float32), running.bad_grad))
+
+
+class MetricsBuffer:
+  """The running accumulator of the train step, and the ones set aside to be reported.
+
+  ```python
+  state, buffer.running = train_step(state, buffer.running, batch)  # every step: no sync
+  buffer.mark(step)                    # at a log step: set the interval aside, start afresh
+  buffer.take_due()                    # a step later: -> (step, {'loss': ..., ...}) or None
+  buffer.check()                       # before a checkpoint: fetch, raise on a NaN loss
   buffer.take_all()                    # at the end: everything pending
   ```
   """
 
-  def __init__(self, history_size: int = 100_000):
-    self._pending: list[tuple[int, Any]] = []
-    self._due: list[tuple[int, Any]] = []
+  def __init__(self, collection: type, place: Any = None, history_size: int = 100_000):
+    self._collection = collection
+    self._place = place or (lambda x: x)
+    self.running: Running = self._fresh()
+    self._running_steps = 0
+    self._last_step = 0
+    self._due: tuple[int, Any] | None = None
     self.losses: collections.deque[tuple[int, float]] = collections.deque(maxlen=history_size)
 
-  def add(self, step: int, metrics: Any) -> None:
-    self._pending.append((step, metrics))
+  def _fresh(self) -> Running:
+    return self._place(Running.empty(self._collection))
+
+  def add(self, step: int) -> None:
+    """Notes that the train step ran step `step` (its metrics are in `running`)."""
+    self._running_steps += 1
+    self._last_step = step
 
   def mark(self) -> None:
-    """Makes everything added so far due for the next `take_due`."""
-    self._due.extend(self._pending)
-    self._pending = []
+    """Sets the steps so far aside for the next `take_due`, and starts a fresh accumulator."""
+    if not self._running_steps:
+      return
+    self._due = self._merge_due((self._last_step, self.running))
+    self.running, self._running_steps = self._fresh(), 0
+
+  def _merge_due(self, new: tuple[int, Any]) -> tuple[int, Any]:
+    if self._due is None:
+      return new
+    return new[0], _fetch(self._due[1]).merge(_fetch(new[1]))
 
   @property
   def has_due(self) -> bool:
-    return bool(self._due)
+    return self._due is not None
 
   def take_due(self) -> tuple[int, dict[str, float]] | None:
-    chunk, self._due = self._due, []
-    return self._summarise(chunk)
+    due, self._due = self._due, None
+    return self._summarise(due)
 
   def take_all(self) -> tuple[int, dict[str, float]] | None:
     """Everything pending, due or not (blocks until those steps are computed)."""
-    chunk = self._due + self._pending
-    self._due, self._pending = [], []
-    return self._summarise(chunk)
+    self.mark()
+    return self.take_due()
 
   def check(self) -> None:
-    """Fetches everything pending (keeping it pending) and raises on a non-finite loss.
+    """Fetches what is pending (keeping it pending) and raises on a non-finite loss.
 
     Called before saving a checkpoint, so no state after a bad step is ever saved.
     """
-    for chunk in (self._due, self._pending):
-      _fetch_in_place(chunk)
+    if self._due is not None:
+      self._due = (self._due[0], _fetch(self._due[1]))
+    if self._running_steps:
+      _fetch(self.running)
 
-  def _summarise(self, chunk: list[tuple[int, Any]]) -> tuple[int, dict[str, float]] | None:
-    if not chunk:
+  def _summarise(self, due: tuple[int, Any] | None) -> tuple[int, dict[str, float]] | None:
+    if due is None:
       return None
-    _fetch_in_place(chunk)
-    parts = [m for _, m in chunk]
-    for part in parts:
-      self.losses.extend(zip(part.steps, part.losses.tolist(), strict=True))
-    merged = parts[0].merged if len(parts) == 1 else _merge_stacked(
-        jax.tree.map(lambda *xs: np.stack(xs), *[p.merged for p in parts]))
-    return chunk[-1][0], {k: float(np.asarray(v)) for k, v in merged.compute().items()}
+    step, running = due
+    values = {k: float(np.asarray(v)) for k, v in _fetch(running).metrics.compute().items()}
+    self.losses.append((step, values["loss"]))
+    return step, values
 
 
-# ------------------------------------------------------------------------------------------------
-# Fetching many small per-step results at once
-# ------------------------------------------------------------------------------------------------
-
-
-class _Fetched:
-  """A chunk of steps already on the host: their losses and their merged metrics."""
-
-  def __init__(self, steps: list[int], losses: np.ndarray, merged: Any):
-    self.steps, self.losses, self.merged = steps, losses, merged
-
-
-@jax.jit
-def _stack(metrics: list) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
-
-
-def _fetch_in_place(chunk: list[tuple[int, Any]]) -> None:
-  """Replaces the not yet fetched entries of `chunk` (always its tail) by one `_Fetched`."""
-  raw = [(s, m) for s, m in chunk if not isinstance(m, _Fetched)]
-  if raw:
-    chunk[len(chunk) - len(raw):] = [(raw[-1][0], _fetch(raw))]
-
-
-def _fetch(chunk: list[tuple[int, Any]]) -> _Fetched:
-  """Stacks a chunk's metrics on device (one dispatch), fetches them (one transfer per field),
-  checks every step's loss and merges the chunk on the host."""
-  steps = [s for s, _ in chunk]
-  metrics = [m for _, m in chunk]
-  bucket = 1 << (len(metrics) - 1).bit_length()  # few distinct lengths -> few compilations
-  stacked = jax.device_get(_stack(metrics + [metrics[-1]] * (bucket - len(metrics))))
-  stacked = jax.tree.map(lambda x: x[: len(metrics)], stacked)
-  loss = stacked.loss
-  losses = np.asarray(loss.total, np.float64) / np.asarray(loss.count, np.float64)
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    raise NonFiniteLossError(steps[bad[0]], float(losses[bad[0]]))
-  return _Fetched(steps, losses, _merge_stacked(stacked))
-
-
-def _merge_stacked(stacked: Any) -> Any:
-  """Merges a clu `Collection` stacked over steps (leading axis) into one, on the host.
-
-  Averages add up their fields; `LastValue` keeps the last step; other metrics are merged one
-  by one with their own `merge`.
-  """
-  fields = {}
-  for name, metric in vars(stacked).items():
-    if name == "_reduction_counter" or isinstance(metric, clu_metrics.LastValue):
-      fields[name] = jax.tree.map(lambda x: x[-1], metric)
-    elif isinstance(metric, (clu_metrics.Average, WeightedAverage)):
-      fields[name] = jax.tree.map(lambda x: x.sum(axis=0), metric)
-    else:
-      n = len(jax.tree.leaves(metric)[0])
-      items = [jax.tree.map(lambda x, i=i: x[i], metric) for i in range(n)]
-      fields[name] = functools.reduce(lambda a, b: a.merge(b), items)
-  return type(stacked)(**fields)
+def _fetch(running: Running) -> Running:
+  """`running` on the host (one transfer), or `NonFiniteLossError` naming its first bad step."""
+  host = jax.device_get(running)
+  if int(host.bad_step) >= 0:
+    if np.isfinite(float(host.bad_loss)):
+      raise NonFiniteLossError(int(host.bad_step), float(host.bad_grad),
+                               quantity="gradient norm")
+    raise NonFiniteLossError(int(host.bad_step), float(host.bad_loss))
+  return host

@@ -23,8 +23,8 @@ from flax import struct
 from declax import sharding
 from declax.layers.base import pack
 
-__all__ = ["StartState", "TrainState", "box_like_params", "create_or_restore_state", "key_name",
-           "make_init_fn", "path_name", "tree_signature"]
+__all__ = ["Head", "StartState", "TrainState", "box_like_params", "create_or_restore_state",
+           "key_name", "make_init_fn", "path_name", "tree_signature"]
 
 
 @struct.dataclass
@@ -38,6 +38,9 @@ class TrainState:
   - `model_state`: the other collections the model keeps, e.g. `{'batch_stats': ...}`.
   - `rng`: a raw `uint32[2]` key; step `s` uses `fold_in(rng, s)`, so a resumed run draws the
     same dropout masks as an uninterrupted one.
+  - `heads`: with several `TrainTask`s (or a loss layer with parameters), `{'0': params of
+    task 0's loss layer, ...}`; then `opt_state` is a tuple, one optimizer state per task over
+    `(params, its head)`. Empty otherwise.
   """
 
   step: jax.Array
@@ -45,6 +48,7 @@ class TrainState:
   opt_state: Any
   model_state: Any
   rng: jax.Array
+  heads: Any = struct.field(default_factory=dict)
 
   @property
   def variables(self) -> dict[str, Any]:
@@ -72,6 +76,12 @@ def path_name(path: Sequence[Any]) -> str:
 
 def _is_box(x: Any) -> bool:
   return isinstance(x, nn.meta.AxisMetadata)
+
+
+def _shapes_of(abstract: Any) -> Any:
+  """An abstract (boxed) tree without its boxes (outside a trace: no sharding constraints)."""
+  return jax.tree.map(lambda x: x.value if hasattr(x, "value") and _is_box(x) else x, abstract,
+                      is_leaf=_is_box)
 
 
 def tree_signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -108,23 +118,63 @@ def box_like_params(tree: Any, boxed_params: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation,
-                 model_inputs: Sequence[jax.ShapeDtypeStruct]) -> Callable[[jax.Array], TrainState]:
-  """Returns `init(rng) -> TrainState` (boxed), to be traced by `create_sharded_state`.
+class Head(NamedTuple):
+  """A task's loss layer with its batch shapes, for a state with per-task heads."""
+
+  loss_layer: nn.Module
+  batch_specs: Sequence[jax.ShapeDtypeStruct]
+
+
+def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation | Sequence,
+                 model_inputs: Sequence[jax.ShapeDtypeStruct], *,
+                 heads: Sequence[Head] | None = None
+                 ) -> Callable[..., TrainState]:
+  """Returns `init(rng, params=None) -> TrainState` (boxed), to be traced by `jax.jit`.
 
   `model_inputs` are the shapes and dtypes of the first `model.n_in` items of a global batch.
+  `params` (`{'layers_1/kernel': array, ...}`, any subset) replaces those initial parameters
+  (`model_init`).
+  With `heads` (one per task), `optimizer` is a sequence of as many optimizers, and each head's
+  loss layer is initialised on the model's outputs for its task's batch.
   """
-  def init(rng: jax.Array) -> TrainState:
+  def init(rng: jax.Array, loaded: Any = None) -> TrainState:
     params_rng, dropout_rng, train_rng = jax.random.split(rng, 3)
     inputs = pack([jnp.zeros(x.shape, x.dtype) for x in model_inputs])
     variables = dict(model.init({"params": params_rng, "dropout": dropout_rng}, inputs))
     boxed_params = variables.pop("params", {})
+    if loaded:  # {path: array}: those parameters replace their random initial values
+      def load(path, leaf):
+        new = loaded.get(path_name(path))
+        if new is None:
+          return leaf
+        return leaf.replace_boxed(new) if _is_box(leaf) else new
+
+      boxed_params = jax.tree_util.tree_map_with_path(load, boxed_params, is_leaf=_is_box)
     params = nn.unbox(boxed_params)
-    opt_state = box_like_params(optimizer.init(params), boxed_params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=boxed_params, opt_state=opt_state,
-                      model_state=variables, rng=train_rng)
+    if heads is None:
+      opt_state = box_like_params(optimizer.init(params), boxed_params)
+      return TrainState(step=jnp.zeros((), jnp.int32), params=boxed_params, opt_state=opt_state,
+                        model_state=variables, rng=train_rng)
+    head_params, opt_states = {}, []
+    for i, (head, tx) in enumerate(zip(heads, optimizer, strict=True)):
+      head_params[str(i)] = _init_head(model, {"params": params, **variables}, head,
+                                       jax.random.fold_in(params_rng, i + 1))
+      both = (boxed_params, head_params[str(i)])
+      opt_states.append(box_like_params(tx.init(nn.unbox(both)), both))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=boxed_params,
+                      opt_state=tuple(opt_states), model_state=variables, rng=train_rng,
+                      heads=head_params)
 
   return init
+
+
+def _init_head(model: nn.Module, variables: dict, head: Head, rng: jax.Array) -> Any:
+  """The parameters of a task's loss layer, initialised on the model's outputs for its batch."""
+  from declax.training.step import loss_items, run_model
+
+  batch = [jnp.zeros(x.shape, x.dtype) for x in head.batch_specs]
+  stack, _ = run_model(model, variables, batch)
+  return head.loss_layer.init(rng, pack(loss_items(head.loss_layer, stack))).get("params", {})
 
 
 class StartState(NamedTuple):
@@ -140,13 +190,16 @@ class StartState(NamedTuple):
 def create_or_restore_state(model: nn.Module, optimizer: optax.GradientTransformation,
                             model_inputs: Sequence[jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh,
                             rules: Sequence[tuple], *, seed: int = 0, checkpointer: Any = None,
-                            step: int | None = None) -> StartState:
+                            step: int | None = None, heads: Sequence[Head] | None = None,
+                            init_params: Callable[[Any], Any] | None = None) -> StartState:
   """The train state on `mesh`: restored from `checkpointer` (at `step`, default its newest), or
   created fresh when it holds none.
 
   One `eval_shape` gives the state's structure and, with `rules`, its shardings; a fresh state
   is created by `jit(init, out_shardings=...)` (never whole on one device), a restored one is
-  read by Orbax straight onto the same shardings (big_vision's pattern).
+  read by Orbax straight onto the same shardings (big_vision's pattern). On a fresh start,
+  `init_params(abstract_params) -> {path: array}` (e.g. `declax.training.model_init.loader`)
+  supplies initial parameters instead of the random ones. `heads`: see `make_init_fn`.
 
   ```python
   start = create_or_restore_state(model, optax.adam(1e-3), [jax.ShapeDtypeStruct((8, 4),
@@ -154,7 +207,7 @@ def create_or_restore_state(model: nn.Module, optimizer: optax.GradientTransform
   start.state.params
   ```
   """
-  init_fn = make_init_fn(model, optimizer, model_inputs)
+  init_fn = make_init_fn(model, optimizer, model_inputs, heads=heads)
   rng = jax.random.PRNGKey(seed)
   with sharding.mesh_context(mesh, rules):
     abstract = jax.eval_shape(init_fn, rng)
@@ -162,7 +215,14 @@ def create_or_restore_state(model: nn.Module, optimizer: optax.GradientTransform
     if step is None and checkpointer is not None:
       step = checkpointer.latest_step()
     if step is None:
-      state = jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)(rng)
+      loaded = None
+      if init_params is not None:  # placed on the parameters' own shardings before the jit
+        where = {path_name(p): sh for p, sh in
+                 jax.tree_util.tree_flatten_with_path(shardings.params)[0]}
+        loaded = {k: jax.device_put(v, where[k])
+                  for k, v in init_params(_shapes_of(abstract.params)).items()}
+      state = jax.jit(lambda key, p: nn.unbox(init_fn(key, p)), out_shardings=shardings)(rng,
+                                                                                        loaded)
       return StartState(state, shardings, None, None)
   target = sharding.abstract_with_shardings(abstract, shardings)
   state, data_state = checkpointer.restore(step, target)

@@ -8,6 +8,7 @@ batch has, weights of ones shaped like the targets are added, as Trax's inputs d
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,11 +21,12 @@ from clu import metrics as clu_metrics
 
 from declax.layers.base import unpack_outputs
 from declax.layers.stack import inputs_from_stack, outputs_onto_stack, pack
-from declax.training.optimizers import current_learning_rate
+from declax.training.optimizers import current_learning_rate, ema_params_of
+from declax.training.reporting import Running, accumulate
 from declax.training.state import TrainState
 
-__all__ = ["TrainMetrics", "WeightedAverage", "eval_metrics_type", "make_eval_step",
-           "make_train_step", "run_model", "run_on_stack"]
+__all__ = ["TrainMetrics", "WeightedAverage", "eval_metrics_type", "loss_items", "make_eval_step",
+           "make_train_step", "run_model", "run_on_stack", "with_running_metrics"]
 
 Batch = Sequence[jax.Array]
 
@@ -65,12 +67,6 @@ TrainMetrics = clu_metrics.Collection.create(
     grad_norm=clu_metrics.Average.from_output("grad_norm"),
     learning_rate=clu_metrics.LastValue.from_output("learning_rate"),
 )
-# The same without the learning rate, for optimizers whose rate cannot be known (a plain
-# `optax.adamw(3e-3)` without a schedule): it is left out of the logs rather than logged as NaN.
-TrainMetricsNoLR = clu_metrics.Collection.create(
-    loss=clu_metrics.Average.from_output("loss"),
-    grad_norm=clu_metrics.Average.from_output("grad_norm"),
-)
 
 
 def eval_metrics_type(names: Sequence[str]) -> type[clu_metrics.Collection]:
@@ -106,18 +102,22 @@ def run_model(model: nn.Module, variables: dict, batch: Batch, *, rngs: dict | N
   return list(outputs_onto_stack(unpack_outputs(outputs, model), batch, n_in)), dict(updates)
 
 
-def run_on_stack(layer: nn.Module, stack: Sequence[jax.Array]) -> jax.Array:
-  """Applies a parameter-free layer (a loss or metric) to the top of the stack.
-
-  One missing item (the weights) is filled with ones shaped like the item above it.
-  """
+def loss_items(layer: nn.Module, stack: Sequence[jax.Array]) -> list[jax.Array]:
+  """The `layer.n_in` top items of the stack; one missing item (the weights) is filled with
+  ones shaped like the item above it."""
   items = list(stack[: layer.n_in])
   if len(items) == layer.n_in - 1 and len(items) >= 2:
     items.append(jnp.ones(jnp.shape(items[-1]), jnp.float32))
   if len(items) != layer.n_in:
     raise ValueError(f"{layer.header} takes {layer.n_in} items, but only {len(items)} are on "
                      "the stack after the model (model outputs + targets [+ weights])")
-  return layer.apply({}, pack(items))
+  return items
+
+
+def run_on_stack(layer: nn.Module, stack: Sequence[jax.Array], params: Any = None) -> jax.Array:
+  """Applies a loss or metric layer (with its `params`, if it has any: a task's head) to the
+  top of the stack (`loss_items`)."""
+  return layer.apply({"params": params} if params else {}, pack(loss_items(layer, stack)))
 
 
 def batch_weight(model: nn.Module, batch: Batch) -> jax.Array:
@@ -132,54 +132,102 @@ def batch_weight(model: nn.Module, batch: Batch) -> jax.Array:
 # ------------------------------------------------------------------------------------------------
 
 
+def takes_extra_args(optimizer: optax.GradientTransformation) -> bool:
+  """Whether `optimizer.update` accepts extra keyword arguments (`value=loss`)."""
+  if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+    return True
+  try:
+    parameters = inspect.signature(optimizer.update).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 def make_train_step(model: nn.Module, loss_layer: nn.Module,
                     optimizer: optax.GradientTransformation, *,
                     lr_schedule: Callable[[jax.Array], jax.Array] | None = None,
-                    rng_streams: Sequence[str] = ("dropout",)
+                    rng_streams: Sequence[str] = ("dropout",), task: int | None = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, TrainMetrics]]:
   """Returns `train_step(state, batch) -> (state, TrainMetrics)`: one optimizer step.
 
   Other variable collections (BatchNorm's `batch_stats`) are updated from the forward pass.
   The learning rate reported is the one `inject_hyperparams` stored in the optimizer state, else
-  `lr_schedule(step)`, else none (the metrics have no `learning_rate`).
+  `lr_schedule(step)`, else NaN, which the `Loop` leaves out of its logs. The loss is passed
+  to the optimizer as `value` (for `optax.contrib.reduce_on_plateau`). With `task=i` (a state
+  with per-task heads), the step trains the model and task `i`'s head with
+  `state.opt_state[i]`.
   """
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, TrainMetrics]:
     step_rng = jax.random.fold_in(state.rng, state.step)
     rngs = dict(zip(rng_streams, jax.random.split(step_rng, len(rng_streams)), strict=True))
     mutable = list(state.model_state)
 
-    def loss_fn(params):
+    def loss_fn(trained):
+      params, head = trained
       variables = {"params": params, **state.model_state}
       stack, updates = run_model(model, variables, batch, rngs=rngs, mutable=mutable or False)
-      return run_on_stack(loss_layer, stack), updates
+      return run_on_stack(loss_layer, stack, head), updates
 
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, param_updates)
+    head = None if task is None else state.heads[str(task)]
+    opt_state = state.opt_state if task is None else state.opt_state[task]
+    trained = (state.params, head)
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+    if task is None:
+      grads, trained = grads[0], trained[0]
+    extra = {"value": loss} if takes_extra_args(optimizer) else {}
+    param_updates, opt_state = optimizer.update(grads, opt_state, trained, **extra)
+    trained = optax.apply_updates(trained, param_updates)
     lr = current_learning_rate(opt_state)
-    if lr is None and lr_schedule is not None:
-      lr = lr_schedule(state.step)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              model_state={**state.model_state, **updates})
-    if lr is None:
-      metrics = TrainMetricsNoLR.single_from_model_output(loss=loss,
-                                                          grad_norm=optax.tree.norm(grads))
+    if lr is None:  # NaN marks "unknown" (a plain optax optimizer, no schedule): the Loop
+      lr = lr_schedule(state.step) if lr_schedule is not None else jnp.nan  # leaves it out
+    if task is None:
+      new_state = state.replace(params=trained, opt_state=opt_state)
     else:
-      metrics = TrainMetrics.single_from_model_output(
-          loss=loss, grad_norm=optax.tree.norm(grads),
-          learning_rate=jnp.asarray(lr, jnp.float32))
+      opt_states = list(state.opt_state)
+      opt_states[task] = opt_state
+      new_state = state.replace(params=trained[0], opt_state=tuple(opt_states),
+                                heads={**state.heads, str(task): trained[1]})
+    new_state = new_state.replace(step=state.step + 1,
+                                  model_state={**state.model_state, **updates})
+    metrics = TrainMetrics.single_from_model_output(
+        loss=loss, grad_norm=optax.tree.norm(grads),
+        learning_rate=jnp.asarray(lr, jnp.float32))
     return new_state, metrics
 
   return train_step
 
 
+def with_running_metrics(train_step: Callable) -> Callable:
+  """`step(state, running, batch) -> (state, running)`: `train_step` with its metrics merged
+  into the running ones (`declax.training.reporting`), so they stay on the device in constant
+  memory, in the same jitted call."""
+  def step(state: TrainState, running: Running, batch: Batch) -> tuple[TrainState, Running]:
+    state, metrics = train_step(state, batch)
+    return state, accumulate(running, state.step, metrics)
+
+  return step
+
+
+def ema_variables(state: TrainState) -> dict:
+  """`state.variables` with the EMA parameters the optimizer keeps (`ema_params`), if any."""
+  ema = ema_params_of(state.opt_state)
+  if ema is None:
+    return state.variables
+  if isinstance(state.opt_state, tuple) and state.heads:  # per-task: EMA of (params, head)
+    ema = ema[0]
+  return {**state.variables, "params": ema}
+
+
 def make_eval_step(eval_model: nn.Module, metric_layers: Sequence[nn.Module],
-                   metric_names: Sequence[str]) -> Callable[[TrainState, Batch], Any]:
-  """Returns `eval_step(state, batch) -> Collection` of batch-weighted metric averages."""
+                   metric_names: Sequence[str], *, use_ema: bool = False
+                   ) -> Callable[[TrainState, Batch], Any]:
+  """Returns `eval_step(state, batch) -> Collection` of batch-weighted metric averages
+  (on the EMA parameters with `use_ema`, when the optimizer keeps them)."""
   collection = eval_metrics_type(metric_names)
 
   def eval_step(state: TrainState, batch: Batch):
-    stack, _ = run_model(eval_model, state.variables, batch)
+    variables = ema_variables(state) if use_ema else state.variables
+    stack, _ = run_model(eval_model, variables, batch)
     values = {name: run_on_stack(layer, stack)
               for name, layer in zip(metric_names, metric_layers, strict=True)}
     weight = batch_weight(eval_model, batch)

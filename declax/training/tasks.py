@@ -10,7 +10,7 @@ import optax
 
 from declax.training.config_schema import ConfigError
 
-__all__ = ["EvalTask", "TrainTask"]
+__all__ = ["EvalTask", "PlacedBatches", "TrainTask"]
 
 
 def _has_state(data: Any) -> bool:
@@ -70,13 +70,19 @@ class TrainTask:
   - `lr_schedule`: `step -> learning rate`, only used to log the learning rate of optimizers that
     do not carry it in their state (optax optimizers take their schedule at construction).
   - `n_steps_per_checkpoint`: save a checkpoint every this many steps (with an `output_dir`).
+  - `n_steps_per_permanent_checkpoint`: keep every this many steps' checkpoint for good
+    (task 0's sets the `Loop`'s default `permanent_checkpoint_at`; None: none).
   - `sample_batch`: a batch to take shapes from; default: the first batch (peeked, not consumed).
+  - `export_prefix`: with several tasks, the task's metrics are reported as
+    `train/<export_prefix>/loss` (default `task<index>`).
   """
 
   def __init__(self, labeled_data: Iterable, loss_layer: Any,
                optimizer: optax.GradientTransformation,
                lr_schedule: Callable[[Any], Any] | None = None,
-               n_steps_per_checkpoint: int | None = 100, *, sample_batch: Sequence | None = None):
+               n_steps_per_checkpoint: int | None = 100,
+               n_steps_per_permanent_checkpoint: int | None = None, *,
+               sample_batch: Sequence | None = None, export_prefix: str | None = None):
     if not isinstance(optimizer, optax.GradientTransformation):
       raise TypeError(f"TrainTask: optimizer must be an optax.GradientTransformation, got "
                       f"{type(optimizer).__name__}")
@@ -89,7 +95,13 @@ class TrainTask:
     self.optimizer = optimizer
     self.lr_schedule = lr_schedule
     self.n_steps_per_checkpoint = n_steps_per_checkpoint
+    self.n_steps_per_permanent_checkpoint = n_steps_per_permanent_checkpoint
+    self.export_prefix = export_prefix
     self._sample_batch = tuple(sample_batch) if sample_batch is not None else None
+
+  def name(self, index: int) -> str:
+    """The name its metrics are reported under when it is task `index` of several."""
+    return self.export_prefix or f"task{index}"
 
   @property
   def sample_batch(self) -> tuple:
@@ -176,3 +188,24 @@ class EvalTask:
           raise ConfigError("EvalTask: labeled_data ran out of batches; pass an endless "
                            "iterator or a callable that returns a fresh one") from None
         return
+
+
+class PlacedBatches:
+  """A task's batches, checked and placed on the mesh, with the task's data position: what
+  grain's `ThreadPrefetchDatasetIterator` reads ahead in its thread. It records the position
+  after each batch, so a checkpoint stores that of the last batch trained on."""
+
+  def __init__(self, task: TrainTask, place: Callable[[Any], tuple]):
+    self._task, self._place = task, place
+
+  def __iter__(self) -> PlacedBatches:
+    return self
+
+  def __next__(self) -> tuple:
+    return self._place(self._task.next_batch())
+
+  def get_state(self) -> Any:
+    return self._task.data_state()
+
+  def set_state(self, state: Any) -> None:
+    self._task.set_data_state(state)

@@ -27,8 +27,8 @@ import time
 
 from declax.errors import DeclaxError
 
-__all__ = ["LOCK_NAME", "WorkdirError", "WorkdirLock", "WorkdirLockedError", "check_writable",
-           "lock_workdir"]
+__all__ = ["LOCK_NAME", "WorkdirError", "WorkdirLock", "WorkdirLockedError", "check_layout",
+           "check_writable", "lock_workdir"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ def check_writable(directory: str | os.PathLike) -> str:
   Raises `WorkdirError` naming the directory and the OS's reason.
   """
   path = os.path.abspath(os.fspath(directory))
+  if os.path.islink(path) and not os.path.exists(path):
+    raise WorkdirError(f"output directory {path} is a symbolic link to {os.readlink(path)}, "
+                       "which does not exist; create the target or fix the link")
   try:
     os.makedirs(path, exist_ok=True)
     fd, probe = tempfile.mkstemp(prefix=".declax-write-test-", dir=path)
@@ -118,6 +121,26 @@ def _read_owner(path: str) -> dict:
     return {}
 
 
+# What a run writes into its directory, and the kind of entry each must be.
+_LAYOUT = {LOCK_NAME: "file", "metrics.jsonl": "file", "config.json": "file",
+           "checkpoints": "directory"}
+
+
+def check_layout(directory: str) -> None:
+  """`WorkdirError` if something of the wrong kind is in the way of what a run writes there
+  (a directory named `metrics.jsonl`, a file named `checkpoints`, ...), before any training."""
+  for name, kind in _LAYOUT.items():
+    path = os.path.join(directory, name)
+    if not os.path.lexists(path):
+      continue
+    is_dir = os.path.isdir(path)
+    if (kind == "file") == is_dir or not os.path.exists(path):
+      found = "a directory" if is_dir else ("a dangling link" if not os.path.exists(path)
+                                            else "a file")
+      raise WorkdirError(f"{path} is {found}, but a run writes a {kind} there; move it away, "
+                         "or use another output directory")
+
+
 def lock_workdir(directory: str | os.PathLike) -> WorkdirLock:
   """Checks that `directory` is writable and takes its run lock (see the module docstring).
 
@@ -125,6 +148,7 @@ def lock_workdir(directory: str | os.PathLike) -> WorkdirLock:
   network file systems), a warning is logged and no lock is taken.
   """
   directory = check_writable(directory)
+  check_layout(directory)
   path = os.path.join(directory, LOCK_NAME)
   with _HELD_LOCK:
     if path in _HELD:

@@ -88,8 +88,8 @@ CATALOGUE: dict[str, str] = {
     "T3": "the TrainTask's labeled_data ran out of batches at step 3; training data must be an "
           "endless iterator (num_epochs=None)",
     "T4": "TrainTask: optimizer must be an optax.GradientTransformation, got function",
-    "T5": "CrossEntropyLoss: ValueError: targets i32[8,1] must have the shape of model_output "
-          "f32[8,3] without its last (class) axis, i.e. (8,)",
+    "T5": "[targets i32[8,1] must have the shape of model_output f32[8,3] without its last "
+          "(class) axis",
     "T6": "training loss is nan at step 1",
   # ---- Work directory and checkpoints ---------------------------------------------------------
     "K1": "is not writable (NotADirectoryError: Not a directory); choose another one (--workdir / "
@@ -117,6 +117,51 @@ CATALOGUE: dict[str, str] = {
     "I3": "declax-train: error: --workdir is required (the directory for checkpoints, metrics "
           "and the resolved config)",
     "I4": "config.json not found: is",
+  # ---- Reliability round 2 (issue 17) --------------------------------------------------------
+    "R1": "the eval batch size (config.data.eval_batch_size) is 45, not divisible by the mesh's "
+          "data*fsdp = 2",
+    "R2": "eval task 0 cannot run on the eval model (",
+    "R3": "eval_model has layers in 'train' mode",
+    "R4": "EvalTask produced no batches",
+    "R5": "is unusable (",
+    "R6": "training gradient norm is nan at step 1",
+    "R7": "Received signal",
+    "R8": "keep_checkpoints must be an integer >= 1 or None (keep all), got 0",
+    "R9": "the data went away",
+    "R10": "this Loop is closed",
+    "R11": "is used by another live Loop in this process",
+    "R12": "Loop.run(n_steps): n_steps must be a whole number >= 0, got",
+    "R13": "holds no data position for task 0",
+    "R14": "differs from the digest stored when it was saved (flipped bits on the disk?)",
+    "R15": "cannot be read: it holds step 2 (its meta item says so): the directory was renamed "
+           "or copied. Rename it back",
+    "R16": "checkpoints is a file, but a run writes a directory there; move it away",
+    "R17": "config.schedule.learning_rate must be >= 0, got -0.001",
+    "R18": "config.schedule.learning_rate=",
+    "R19": "config.optimizer.clip_norm must be a number > 0 or None (no clipping)",
+    "R20": "config.train.loss='Accuracy' is a metric without a gradient",
+    "R21": "config.train.seed must be < 2**63",
+    "R22": "config.model.n_classes must be an integer >= 1, got 0",
+    "R23": "evaluating on",
+    "R24": "beyond config.train.steps=2: nothing was trained",
+    "R25": "declax-train: error: config file ",
+    "R26": "declax-train: error: --workdir is empty (an unset variable?)",
+    "R27": "was saved with a different optimizer (its optimizer state is structured "
+           "differently:",
+    "R29": "is a directory, but a run writes a file there; move it away, or use another output "
+           "directory",
+    "R30": "which does not exist; create the target or fix the link",
+    "R31": "4 fake CPU devices on 2 cores: XLA's all-reduce rendezvous may abort the run",
+    "R32": "is a file, not a directory; set config.data.data_dir (or DECLAX_DATA_DIR / "
+           "TFDS_DATA_DIR) to a directory",
+    "R33": "split 'train[:0]' of dataset 'declax_digits' has no examples; choose a split with "
+           "data",
+    "R34": "cannot be read (RuntimeError:",
+    "R35": "it is prepared once into the data dir, which must be a writable directory",
+    "R36": "no evaluation metric 'eval/acuracy' (the evaluations give eval/accuracy, eval/loss); "
+           "did you mean eval/accuracy?",
+    "R28": ", outside the model's 3 classes (outputs float32[8, 3]; labels and token ids must "
+           "be in [0, 3))",
   # ---- Trax checkpoints (declax.trax_compat) -----------------------------------------------
     "X1": "no such file (expected a Trax checkpoint 'model.pkl.gz' or a file written by "
           "Layer.save_to_file)",

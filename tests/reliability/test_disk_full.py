@@ -33,6 +33,10 @@ def make_loop(workdir) -> Loop:
               keep_checkpoints=1, print_summary=False)
 
 
+def committed(workdir) -> list[str]:
+  return sorted(n for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+
+
 def leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
@@ -120,8 +124,12 @@ def test_K10_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monke
     assert resumed.step == 4
     for a, b in zip(leaves(resumed.params), params4, strict=True):
       np.testing.assert_array_equal(a, b)
-    # The incomplete step 8 was cleaned up when the checkpoints were opened again.
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+    # The incomplete step 8 is never a checkpoint. (Its temporary is removed when the
+    # checkpoints are opened, but Orbax may still finish writes of the failed save in the
+    # background of this process and leave a new `8.orbax-checkpoint-tmp`, as docs/errors.md
+    # says: only committed steps are compared, so the test does not depend on the load.)
+    assert committed(workdir) == ["4"]
     resumed.run(4)
     resumed.close()
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["8"]
+    assert committed(workdir) == ["8"]
+    assert make_loop(workdir).step == 8

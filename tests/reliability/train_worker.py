@@ -128,10 +128,10 @@ def main(argv=None) -> None:
   if kind == "restore":
     die()
 
-  train_step = loop._train_step  # noqa: SLF001 - test hook around the compiled step
+  train_step = loop._train_steps[0]  # noqa: SLF001 - test hook around the compiled step
 
-  def step_hook(state, batch):
-    out = train_step(state, batch)
+  def step_hook(state, running, batch):
+    out = train_step(state, running, batch)
     step = int(loop._step) + 1  # noqa: SLF001 - the step being dispatched
     if kind == "step" and step == kill_step:
       die()
@@ -141,7 +141,7 @@ def main(argv=None) -> None:
       os.kill(os.getpid(), signal.SIGTERM)
     return out
 
-  loop._train_step = step_hook  # noqa: SLF001
+  loop._train_steps = [step_hook]  # noqa: SLF001
   if args.steps > loop.step:
     loop.run(args.steps - loop.step)
   preempted = loop.preempted

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from declax.training.checkpoints import Checkpointer, CheckpointMismatchError, compare_trees
@@ -75,3 +76,30 @@ def test_compare_trees_dtypes():
 def test_listing_is_truncated(tmp_path):
   err = CheckpointMismatchError("/x", [f"p{i}" for i in range(30)], [], [])
   assert "... and 10 more" in str(err)
+
+
+def test_a_checkpoint_written_before_the_state_had_heads_restores(tmp_path):
+  # Checkpoints of earlier declax versions have no `heads` field; a one-task run resumes them.
+  from flax import struct
+
+  @struct.dataclass
+  class OlderTrainState:
+    step: jax.Array
+    params: dict
+    opt_state: object
+    model_state: dict
+    rng: jax.Array
+
+  params = {"w": jnp.arange(3.0)}
+  opt_state = optax.adam(1e-3).init(params)
+  older = OlderTrainState(jnp.int32(7), params, opt_state, {}, jax.random.PRNGKey(0))
+  ckpt = Checkpointer(str(tmp_path), async_save=False)
+  ckpt.save(7, older)
+  abstract = jax.eval_shape(lambda: TrainState(step=jnp.int32(0), params=params,
+                                               opt_state=opt_state, model_state={},
+                                               rng=jax.random.PRNGKey(0)))
+  state, _ = ckpt.restore(7, abstract)
+  ckpt.close()
+  assert isinstance(state, TrainState) and state.heads == {} and int(state.step) == 7
+  np.testing.assert_array_equal(state.params["w"], params["w"])
+  assert type(state.opt_state[0]).__name__ == "ScaleByAdamState"

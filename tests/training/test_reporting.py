@@ -1,10 +1,19 @@
-"""MetricsBuffer: chunks fetched lazily, every step's loss checked."""
+"""Training metrics: summed on the device in constant memory, NaN reported at its exact step."""
 
+import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
-from declax.training.reporting import MetricsBuffer, NonFiniteLossError
+import declax.layers as tl
+from declax.training import Loop, TrainTask
+from declax.training.callbacks import TrainingStepCallback
+from declax.training.metric_writers import MetricWriter
+from declax.training.reporting import MetricsBuffer, NonFiniteLossError, accumulate
 from declax.training.step import TrainMetrics
+from tests.training.training_utils import ArrayBatches, tiny_classifier
+
+_accumulate = jax.jit(accumulate, donate_argnums=0)
 
 
 def _metrics(loss, lr=0.1):
@@ -12,39 +21,64 @@ def _metrics(loss, lr=0.1):
                                                learning_rate=jnp.float32(lr))
 
 
-def test_due_chunks_and_merged_values():
-  buffer = MetricsBuffer()
-  buffer.add(1, _metrics(1.0, lr=0.1))
-  buffer.add(2, _metrics(3.0, lr=0.2))
+def _steps(buffer, losses, first=1, lr=0.1):
+  for step, loss in enumerate(losses, first):
+    buffer.running = _accumulate(buffer.running, step, _metrics(loss, lr))
+    buffer.add(step)
+
+
+def test_due_intervals_and_merged_values():
+  buffer = MetricsBuffer(TrainMetrics)
+  _steps(buffer, [1.0, 3.0], lr=0.2)
   assert not buffer.has_due and buffer.take_due() is None
   buffer.mark()
-  buffer.add(3, _metrics(5.0))
+  _steps(buffer, [5.0], first=3)
   step, values = buffer.take_due()
   assert step == 2 and values == pytest.approx({"loss": 2.0, "grad_norm": 1.0,
                                                 "learning_rate": 0.2})
   buffer.check()  # fetches step 3 but keeps it pending
-  assert buffer.take_all()[0] == 3
-  assert list(buffer.losses) == [
-      (1, 1.0), (2, 3.0), (3, 5.0)]
+  assert buffer.take_all() == (3, pytest.approx({"loss": 5.0, "grad_norm": 1.0,
+                                                 "learning_rate": 0.1}))
+  assert list(buffer.losses) == [(2, 2.0), (3, 5.0)]
 
 
 def test_non_finite_loss_names_the_first_bad_step():
-  buffer = MetricsBuffer()
-  for step, loss in [(1, 1.0), (2, float("inf")), (3, float("nan"))]:
-    buffer.add(step, _metrics(loss))
+  buffer = MetricsBuffer(TrainMetrics)
+  _steps(buffer, [1.0, float("inf"), float("nan"), 2.0])
   with pytest.raises(NonFiniteLossError, match="loss is inf at step 2") as info:
     buffer.check()
   assert info.value.step == 2 and "no checkpoint was saved" in str(info.value)
 
 
-def test_check_then_more_steps_then_report():
-  buffer = MetricsBuffer()
-  buffer.add(1, _metrics(1.0))
-  buffer.check()
-  buffer.add(2, _metrics(2.0))
-  buffer.check()
-  buffer.add(3, _metrics(6.0, lr=0.3))
-  step, values = buffer.take_all()
-  assert step == 3 and values["loss"] == pytest.approx(3.0) and values["learning_rate"] == (
-      pytest.approx(0.3))
-  assert list(buffer.losses) == [(1, 1.0), (2, 2.0), (3, 6.0)]
+def test_a_bad_step_in_a_set_aside_interval_is_found_first():
+  buffer = MetricsBuffer(TrainMetrics)
+  _steps(buffer, [1.0, float("nan")])
+  buffer.mark()
+  _steps(buffer, [float("nan")], first=3)
+  with pytest.raises(NonFiniteLossError, match="at step 2"):
+    buffer.take_all()
+
+
+class LiveArrays(TrainingStepCallback):
+  """Counts the arrays alive on the devices after every step."""
+
+  def __init__(self, loop):
+    super().__init__(loop)
+    self.counts = []
+
+  def on_step_end(self, step):
+    self.counts.append(len(jax.live_arrays()))
+
+
+def test_device_memory_stays_flat_over_a_long_log_interval():
+  # log_every far beyond the run: before the fix every step's metrics stayed on the device
+  # until the log step (hundreds of arrays after 120 steps); now one accumulator does.
+  task = TrainTask(ArrayBatches(), tl.CrossEntropyLoss(), optax.sgd(0.1),
+                   n_steps_per_checkpoint=None)
+  loop = Loop(tiny_classifier(), task, log_every=100_000, callbacks=[LiveArrays], prefetch=0,
+              print_summary=False, writers=MetricWriter())
+  loop.run(120)
+  counts = loop._callbacks[0].counts
+  assert len(counts) == 120
+  assert max(counts[10:]) - min(counts[10:]) <= 2, counts
+  assert [s for s, _ in loop.losses] == [120]
