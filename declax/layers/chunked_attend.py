@@ -66,11 +66,11 @@ def mask_self_attention(dots: jax.Array, q_info: jax.Array, kv_info: jax.Array,
   q_info = q_info.astype(jnp.float32)
   kv_info = kv_info.astype(jnp.float32)
   if causal:
-    dots = dots - 1e9 * (q_info < kv_info)
+    dots = dots - 1e9 * (q_info < kv_info).astype(dots.dtype)
   if exclude_self:
-    dots = dots - 1e5 * (q_info == kv_info)
+    dots = dots - 1e5 * (q_info == kv_info).astype(dots.dtype)
   if masked:
-    dots = dots - 1e9 * (kv_info < 0)
+    dots = dots - 1e9 * (kv_info < 0).astype(dots.dtype)
   return dots
 
 
@@ -133,7 +133,8 @@ def attend(q: jax.Array, k: jax.Array | None, v: jax.Array, *, q_chunk_len: int 
   probs = jnp.exp(dots - logsumexp)
   if dropout > 0.0:
     keep = jax.random.bernoulli(rng, 1.0 - dropout, probs.shape[-2:])
-    probs = probs * (keep.astype(probs.dtype) / (1.0 - dropout))
+    keep = jax.lax.broadcast_to_rank(keep.astype(probs.dtype) / (1.0 - dropout), probs.ndim)
+    probs = probs * keep
   out = jnp.einsum("...qk,...kd->...qd", probs.astype(v.dtype), v)
   out = out.reshape(lead + (-1, out.shape[-1]))
   return out, logsumexp.reshape(lead + (-1,))
@@ -144,7 +145,7 @@ def broadcasted_dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax
   if rate <= 0.0:
     return x
   keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape[-1:])
-  return x * (keep.astype(x.dtype) / (1.0 - rate))
+  return x * jax.lax.broadcast_to_rank(keep.astype(x.dtype) / (1.0 - rate), x.ndim)
 
 
 def check_chunks(layer: str, length: int, chunk_len: int | None, what: str = "sequence") -> None:

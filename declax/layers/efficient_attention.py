@@ -38,6 +38,7 @@ from declax.layers.chunked_attend import (
     look_adjacent,
     mask_self_attention,
 )
+from declax.layers.dtypes import promote_dtype
 from declax.layers.predict_memory import PredictMemory
 
 __all__ = ["ChunkLengthError", "EncDecAttention", "SelfAttention", "attend", "length_normalized",
@@ -121,7 +122,7 @@ class EfficientAttentionBase(Layer):
   def _apply_weights(self, x: jax.Array, kernel: jax.Array, b: jax.Array | None) -> jax.Array:
     """`x (batch, L, d)` (shared by the heads) or `(batch, n_heads, L, d)` (one per head) ->
     `(batch, n_heads, L, d_out)`."""
-    x, kernel, b = nn.dtypes.promote_dtype(x, kernel, b, dtype=self.dtype)
+    x, kernel, b = promote_dtype(x, kernel, b, dtype=self.dtype)
     spec = "bld,hde->bhle" if x.ndim == 3 else "bhld,hde->bhle"
     y = jnp.einsum(spec, x, kernel)
     if b is not None:
@@ -135,7 +136,7 @@ class EfficientAttentionBase(Layer):
   def _merge(self, o: jax.Array, d_model: int, output_rng: jax.Array | None) -> jax.Array:
     """Per-head outputs `(batch, n_heads, L, d_v)` -> `(batch, L, d_model)`, summed over heads."""
     kernel = self._kernel("w_o", o.shape[-1], d_model, d_model)
-    o, kernel = nn.dtypes.promote_dtype(o, kernel, dtype=self.dtype)
+    o, kernel = promote_dtype(o, kernel, dtype=self.dtype)
     out = jnp.einsum("bhle,hed->bld", o, kernel)
     return broadcasted_dropout(out, self.output_dropout if output_rng is not None else 0.0,
                                output_rng)
@@ -243,6 +244,7 @@ class SelfAttention(EfficientAttentionBase):
     if mask is None:
       return positions
     # Padding gets a negative info (after attend's +1): -position - 1 <= -1.
+    positions = positions[None, :]
     return jnp.where(mask.astype(bool), positions, -positions - 2)[:, None, :]
 
   def _mask_fn(self) -> Callable:
@@ -332,5 +334,5 @@ class EncDecAttention(EfficientAttentionBase):
     kernel = self.param(name, param_init(head_initializer(d_model, d_out, self.n_heads),
                                          self.kernel_axes),
                         (self.n_heads, x.shape[-1], d_out), self.param_dtype)
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
     return constrain(jnp.einsum("bld,hde->bhle", x, kernel), self.activation_axes)

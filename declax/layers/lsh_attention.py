@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from declax.errors import DeclaxError
+from declax.layers.dtypes import promote_dtype
 from declax.layers.efficient_attention import (
     EfficientAttentionBase,
     attend,
@@ -185,7 +186,7 @@ class LSHSelfAttention(EfficientAttentionBase):
     if mask is not None:
       n_buckets += 1
       buckets = jnp.where(self._head_mask(mask)[:, :, None, :], buckets, n_buckets - 1)
-    offsets = jnp.arange(self.n_hashes, dtype=jnp.int32)[:, None] * n_buckets
+    offsets = jnp.arange(self.n_hashes, dtype=jnp.int32)[None, None, :, None] * n_buckets
     return jax.lax.stop_gradient(buckets + offsets)
 
   # -- the full pass ---------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class LSHSelfAttention(EfficientAttentionBase):
     """Sort by bucket, attend within chunks, unsort, combine the rounds. `q (b, h, L, d)`."""
     length = q.shape[-2]
     buckets = buckets.reshape(buckets.shape[:2] + (-1,))
-    ticker = jnp.arange(self.n_hashes * length, dtype=jnp.int32)
+    ticker = jnp.arange(self.n_hashes * length, dtype=jnp.int32)[None, None, :]
     sticker = jnp.argsort(length * buckets + ticker % length, axis=-1)
     undo_sort = jnp.argsort(sticker, axis=-1)
     st = sticker % length
@@ -215,6 +216,7 @@ class LSHSelfAttention(EfficientAttentionBase):
     o = o.reshape(o.shape[:2] + (self.n_hashes, length, o.shape[-1]))
     logits = logits.reshape(logits.shape[:2] + (self.n_hashes, length, 1))
     probs = jnp.exp(logits - jax.nn.logsumexp(logits, axis=2, keepdims=True))
+    o, probs = promote_dtype(o, probs)  # bfloat16 outputs, float32 weights: float32 (standard)
     return jnp.sum(o * probs, axis=2)
 
   def _rate(self) -> float:
@@ -303,7 +305,7 @@ class LSHSelfAttention(EfficientAttentionBase):
     valid = jnp.any(buckets == q_buckets, axis=2)                        # (b, h, mem_len)
     positions = jnp.arange(mem_len, dtype=jnp.int32)
     priority = jnp.where(positions > q_start, -(mem_len + positions), positions)
-    priority = priority + mem_len * valid.astype(jnp.int32)
+    priority = priority[None, None, :] + mem_len * valid.astype(jnp.int32)
     n_keys = min(self.n_hashes * self.chunk_len * (1 + self.n_chunks_before), mem_len)
     kv_index = jnp.argsort(priority, axis=-1)[..., -n_keys:]
     kv_info = kv_index

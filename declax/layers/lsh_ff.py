@@ -70,5 +70,5 @@ class LSHFF(Layer):
     w1_buckets, _ = hash_vecs(w1, self.n_buckets, self.n_hashes, rng)    # (n_hashes, d_ff)
     same = jnp.any(x_buckets[:, :, None] == w1_buckets[:, None, :], axis=0)
     mid = (flat @ w1.T) * jax.lax.stop_gradient(same).astype(flat.dtype)
-    out = jnp.maximum(mid, 0) @ w2 + b2
+    out = jnp.maximum(mid, 0) @ w2 + b2[None, :]
     return out.reshape(x.shape)

@@ -95,8 +95,11 @@ class PredictMemory:
     if self.drop_len is None:
       return buffer
     rolled = jnp.roll(buffer, -self.drop_len, axis=axis)
-    index = jnp.arange(buffer.shape[axis]).reshape([-1] + [1] * (buffer.ndim - axis - 1))
-    rolled = jnp.where(index >= buffer.shape[axis] - self.drop_len, 0, rolled).astype(buffer.dtype)
+    axis = axis % buffer.ndim
+    index = jnp.arange(buffer.shape[axis]).reshape(
+        [1] * axis + [-1] + [1] * (buffer.ndim - axis - 1))
+    dropped = index >= buffer.shape[axis] - self.drop_len
+    rolled = jnp.where(dropped, jnp.zeros((), buffer.dtype), rolled)
     return jnp.where(self.rolled, rolled, buffer)
 
   def tail_start(self, length: int) -> int:

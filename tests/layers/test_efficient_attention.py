@@ -311,7 +311,7 @@ def test_lsh_ff_with_one_bucket_is_a_plain_feed_forward():
   x = _x((2, 3, 8))
   variables = layer.init(jax.random.PRNGKey(0), x)
   p = nn.unbox(variables["params"])
-  expected = jnp.maximum(x @ p["w1"].T, 0) @ p["w2"] + p["b2"]
+  expected = jnp.maximum(x @ p["w1"].T, 0) @ p["w2"] + p["b2"][None, None, :]
   np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-6)
   assert str(layer) == "LSHFF_32"
   sparse = tl.LSHFF(d_ff=32, n_buckets=8, n_hashes=1, mode="eval")

@@ -21,15 +21,6 @@ KEY = jax.random.PRNGKey(0)
 TOKENS = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 1, 32)
 
 
-@pytest.fixture
-def standard_promotion():
-  """SelfAttention/EncDecAttention (declax/layers/efficient_attention.py, not these models) mix
-  Python floats and bools and broadcast ranks implicitly, which tests/conftest.py's strict
-  promotion refuses; the tests that run them use standard promotion until that layer is fixed."""
-  with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-    yield
-
-
 def _lm(**kwargs):
   args = dict(vocab_size=32, d_model=16, d_ff=32, d_attention_key=8, d_attention_value=8,
               n_layers=2, n_heads=2, max_len=16, attention_type="CausalAttention", dropout=0.0)
@@ -53,7 +44,6 @@ def test_reformer_lm_shapes_and_tree():
     dict(attention_type=["CausalAttention", "SelfAttention"], pos_type="fixed-base",
          ff_chunk_size=4),
 ], ids=["chunked_self_attention", "axial_sru", "alternating"])
-@pytest.mark.usefixtures("standard_promotion")
 def test_reformer_lm_variants_run(kwargs):
   model = _lm(dropout=0.1, **kwargs)
   variables = model.init(KEY, TOKENS)
@@ -102,7 +92,6 @@ def _decode_step_by_step(model_fn, tokens):
     dict(attention_type="SelfAttention", pos_type="axial", pos_axial_shape=(4, 4),
          pos_d_axial_embs=(8, 8)),
 ], ids=["causal_attention", "self_attention_axial"])
-@pytest.mark.usefixtures("standard_promotion")
 def test_reformer_lm_decodes_token_by_token_like_the_full_pass(kwargs):
   stepped, full = _decode_step_by_step(functools.partial(_lm, **kwargs), TOKENS[:, :8])
   np.testing.assert_allclose(stepped, full, atol=1e-4)
@@ -113,7 +102,6 @@ def test_reformer_lm_decodes_token_by_token_like_the_full_pass(kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("standard_promotion")
 def test_reformer_encoder_decoder_and_shorten_lm():
   model = Reformer(32, d_model=16, d_ff=32, n_encoder_layers=1, n_decoder_layers=1, n_heads=2,
                    max_len=16, dropout=0.0)
@@ -132,7 +120,6 @@ def test_reformer_encoder_decoder_and_shorten_lm():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("standard_promotion")
 def test_reformer_encoder_decoder_decodes_token_by_token_like_the_full_pass():
   def make(mode):
     return Reformer(32, d_model=16, d_ff=32, n_encoder_layers=1, n_decoder_layers=1, n_heads=2,
