@@ -1,6 +1,8 @@
 """`declax-train` / `scripts/train.py`: train what a config file describes.
 
     declax-train --config configs/digits_mlp.py --workdir /tmp/digits --config.train.steps=300
+    declax-train --config configs/pysrc_lm.py:small --workdir /tmp/lm   # get_config('small')
+    declax-train --config configs/digits_mlp.py --show_config            # every key, default, help
 
 The config is locked: overriding a key it does not have is an error that names the closest key.
 The resolved config is written to `WORKDIR/config.json`; a workdir that already holds a
@@ -37,10 +39,15 @@ def _env_int(name: str) -> int | None:
   return int(value) if value else None
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
-                                          "(configs/*.py) with get_config().", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file (configs/*.py) with get_config(); PATH:VARIANT calls "
+    "get_config('VARIANT') (e.g. configs/pysrc_lm.py:small). Override any key with "
+    "--config.KEY=VALUE.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the "
-                               "resolved config; resumes if it holds a checkpoint.")
+                               "resolved config; resumes if it holds a checkpoint. Required "
+                               "unless --show_config.")
+_SHOW_CONFIG = flags.DEFINE_bool("show_config", False, "Print the config tree (every key, its "
+                                 "value, its default and its help) and exit without training.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
                                  "first (multi-host runs; JAX detects the cluster, e.g. on TPU "
                                  "VMs). Implied by --coordinator_address.")
@@ -55,7 +62,11 @@ _PROCESS_ID = flags.DEFINE_integer(
     "This process's index in a multi-host run (env DECLAX_PROCESS_ID).")
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "initialization_timeout", 300, "Seconds to wait for every process to join jax.distributed.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
+
+# Loggers whose INFO lines are noise on a training console: JAX's "Unable to initialize backend
+# 'tpu'", TFDS's "Downloading and preparing dataset" for datasets declax builds locally.
+_QUIET_LOGGERS = ("jax._src.xla_bridge", "tensorflow_datasets", "absl")
 
 
 def _config_keys(config, prefix: str = "") -> list[str]:
@@ -138,6 +149,14 @@ def _check_config_file(argv: Sequence[str]) -> str | None:
 def _run(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _SHOW_CONFIG.value:
+    from declax.training.config_help import show_config
+
+    print(show_config(_CONFIG.value, flags.FLAGS["config"].config_filename))
+    sys.exit(0)
+  if _WORKDIR.value is None:
+    _fail("--workdir is required (the directory for checkpoints, metrics and the resolved "
+          "config), e.g. --workdir /tmp/declax/run")
   if not _WORKDIR.value.strip():
     _fail("--workdir is empty (an unset variable?); name the directory for checkpoints and "
           "logs, e.g. --workdir=/tmp/run")
@@ -149,7 +168,10 @@ def _run(argv: Sequence[str]) -> None:
                            "(or DECLAX_NUM_PROCESSES / DECLAX_PROCESS_ID)")
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            initialization_timeout=_INIT_TIMEOUT.value)
-  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+  if flags.FLAGS.log_dir:  # console lines go to absl's log file too (see metric_writers)
+    _log_console_to_absl_file(flags.FLAGS.log_dir)
+  for name in _QUIET_LOGGERS:  # (absl: Orbax logs every save at INFO, TFDS every prepare)
+    logging.getLogger(name).setLevel(logging.WARNING)
   from declax.training.from_config import train_and_evaluate
 
   try:
@@ -169,6 +191,17 @@ def _run(argv: Sequence[str]) -> None:
   sys.exit(0)
 
 
+def _log_console_to_absl_file(log_dir: str) -> None:
+  from absl import logging as absl_logging
+
+  from declax.training.metric_writers import CONSOLE_LOG
+
+  handler = absl_logging.get_absl_handler()
+  handler.use_absl_log_file("declax-train", log_dir)
+  CONSOLE_LOG.addHandler(handler)
+  CONSOLE_LOG.setLevel(logging.INFO)
+
+
 def _report_failure(error: BaseException) -> None:
   """Prints why the run stopped: declax's diagnosis alone, or a sentence over the traceback."""
   name = type(error).__name__
@@ -185,7 +218,29 @@ def _report_failure(error: BaseException) -> None:
   traceback.print_exception(error, file=sys.stderr)
 
 
+_HELP = """Train what a config file describes (declax).
+
+USAGE: {prog} --config CONFIG.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
+
+  {prog} --config configs/digits_mlp.py --workdir /tmp/declax/digits_mlp
+  {prog} --config configs/pysrc_lm.py:small --workdir /tmp/declax/lm --config.train.steps=100
+  {prog} --config configs/digits_mlp.py --show_config     # every config key, default and help
+{flags}
+
+Errors print one 'declax-train: error:' line (DECLAX_TRACEBACK=1 adds the traceback); see
+docs/errors.md. All flags (absl, JAX, chex): --helpfull"""
+
+
+def _help(prog: str) -> str:
+  """declax's own flags with their help (absl's --help lists only the main module's flags)."""
+  own = flags.FLAGS.module_help(__name__).replace(f"{__name__}:", "flags:", 1)
+  return _HELP.format(prog=prog, flags=own)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
+    print(_help(os.path.basename(argv[0]) if argv else "declax-train"))
+    sys.exit(0)
   problem = _check_config_file(argv[1:])
   if problem:
     _fail(problem)

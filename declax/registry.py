@@ -20,9 +20,11 @@ model = registry.get_model('TinyMLP', n_classes=3)          # == registry.MODELS
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -141,11 +143,29 @@ def _declax_layers() -> dict[str, Callable]:
 
 MODELS = Registry("model", lambda: _public_callables("declax.models"))
 LAYERS = Registry("layer", _declax_layers)  # losses and metrics named in configs
-OPTIMIZERS = Registry("optimizer")  # optax-style `f(learning_rate, **kwargs)`
-for _name, _factory in (("adam", optax.adam), ("adamw", optax.adamw), ("sgd", optax.sgd),
-                        ("momentum", optax.sgd),  # `make_optimizer` sets momentum=0.9
-                        ("adafactor", optax.adafactor), ("lion", optax.lion)):
-  OPTIMIZERS.register(_factory, name=_name)
+@functools.cache
+def _optax_optimizers() -> dict[str, Callable]:
+  """Every optax factory that takes a `learning_rate` (`adam`, `lamb`, `lion`, `adafactor`, ...)."""
+  found = {}
+  for name in dir(optax):
+    if not name[:1].islower() or name.startswith(("scale", "inject")):
+      continue
+    with warnings.catch_warnings(record=True) as caught:  # deprecated aliases warn: left out
+      warnings.simplefilter("always")
+      fn = getattr(optax, name)
+    if caught or not callable(fn) or inspect.ismodule(fn):
+      continue
+    try:
+      parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+      continue
+    if next(iter(parameters), None) == "learning_rate":
+      found[name] = fn
+  return found
+
+
+OPTIMIZERS = Registry("optimizer", _optax_optimizers)  # optax-style `f(learning_rate, **kwargs)`
+OPTIMIZERS.register(optax.sgd, name="momentum")  # `make_optimizer` sets momentum=0.9
 
 # Trax-style names for the same operations (`get_model('MLP', n_classes=10)`, ...).
 register_model, get_model, model_names = MODELS.register, MODELS.build, MODELS.names

@@ -92,3 +92,48 @@ def test_declax_errors_are_recognised_by_type(capsys):
   assert "Traceback" not in err
   cli._report_failure(ValueError("raised by someone else"))
   assert "stopped by an unexpected ValueError" in capsys.readouterr().err
+
+
+def test_help_lists_declax_flags_with_their_help():
+  result = _run(["--help"], timeout=120)
+  assert result.returncode == 0
+  for flag in ("--config:", "--workdir:", "--[no]show_config:", "--[no]distributed:", "--helpfull"):
+    assert flag in result.stdout
+  assert "PATH:VARIANT" in result.stdout and "Try --helpfull" not in result.stdout
+
+
+def test_show_config_prints_keys_values_defaults_and_help_without_a_workdir():
+  result = _run([*SMALL, "--config.train.steps=7", "--show_config"], timeout=120)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  steps = next(line for line in lines if line.strip().startswith("steps = 7"))
+  assert "(default None)" in steps and "# total training steps" in steps
+  assert any("eval_split = 'test'" in line and "None: no evaluation" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_config_variant_is_passed_to_get_config():
+  result = _run(["--config", os.path.join(ROOT, "configs", "pysrc_lm.py") + ":small",
+                 "--show_config"], timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "  n_layers = 1" in result.stdout and "  steps = 200" in result.stdout
+
+
+@pytest.mark.slow
+def test_log_dir_captures_the_console_lines(tmp_path):
+  logs = tmp_path / "logs"
+  logs.mkdir()
+  result = _run([*SMALL, "--workdir", str(tmp_path / "run"), "--config.train.steps=2",
+                 "--config.train.log_every=1", "--log_dir", str(logs)])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "step 2/2 | loss" in result.stdout and result.stdout.count("step 2/2 | loss") == 1
+  text = "".join(p.read_text() for p in logs.iterdir() if p.is_file())
+  assert "step 2/2 | loss" in text and "hparams:" in text
+
+
+def test_preparing_a_local_dataset_prints_no_download_line(tmp_path, capsys):
+  from declax.data.sources import prepare
+
+  _, builder = prepare("declax_digits", data_dir=str(tmp_path))
+  assert builder.is_prepared()
+  assert "Downloading and preparing" not in capsys.readouterr().out

@@ -10,6 +10,8 @@ tried and the offline datasets declax ships, in well under a second.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import socket
 import threading
 import time
@@ -94,6 +96,18 @@ def fewer_download_retries(retries: int = DOWNLOAD_RETRIES) -> Iterator[None]:
     downloader.MAX_RETRIES = old
 
 
+@contextlib.contextmanager
+def _quiet_if(local: bool, name: str) -> Iterator[None]:
+  """TFDS prints "Downloading and preparing dataset" to stdout even when nothing downloads;
+  for a locally built dataset that line is replaced by one log line."""
+  if not local:
+    yield
+    return
+  logging.getLogger(__name__).info("Preparing dataset %s (first use; built locally)", name)
+  with contextlib.redirect_stdout(io.StringIO()):
+    yield
+
+
 def download_and_prepare_or_explain(
     builder: tfds.core.DatasetBuilder,
     name: str,
@@ -110,6 +124,7 @@ def download_and_prepare_or_explain(
 
   if builder.is_prepared():
     return
+  local = hosts is not None and not hosts  # a builder that downloads nothing (declax's own)
   if hosts is None:
     hosts = declared_hosts(builder) or list(FALLBACK_HOSTS)
   bad = unresolvable_hosts(hosts)
@@ -120,7 +135,7 @@ def download_and_prepare_or_explain(
         builder.data_dir_root,
     )
   try:
-    with fewer_download_retries():
+    with fewer_download_retries(), _quiet_if(local, name):
       builder.download_and_prepare(file_format=file_format)
   except requests.exceptions.ConnectionError as e:
     raise unavailable_error(

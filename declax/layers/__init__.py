@@ -61,6 +61,7 @@ from declax.layers.core import (
     Sum,
     ToFloat,
 )
+from declax.layers.linen import Linen, LinenArityError
 from declax.layers.metrics import (
     Accuracy,
     BinaryCrossEntropyLoss,
@@ -92,6 +93,8 @@ __all__ = [
     "CrossEntropyLoss", "L2Loss", "WeightedCategoryAccuracy", "WeightedCategoryCrossEntropy",
     # base
     "Layer", "LayerError", "summary", "with_mode",
+    # Linen interop
+    "Linen", "LinenArityError",
 ]
 
 # Efficient attention (Reformer)

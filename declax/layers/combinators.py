@@ -15,6 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from declax.layers.base import Layer, LayerError
+from declax.layers.linen import as_layer
 from declax.layers.stack import (
     flatten_layers,
     inputs_from_stack,
@@ -25,17 +26,23 @@ from declax.layers.stack import (
 
 
 def _as_layer(item: Any) -> Layer:
-  """`None`/`[]` is the identity, a list or tuple is a `Serial`, a layer is itself."""
+  """`None`/`[]` is the identity, a list or tuple is a `Serial`, a plain Linen module is a
+  `Linen` layer, a layer is itself."""
   if item is None or isinstance(item, (list, tuple)):
     return Serial(item)
-  return item
+  return as_layer(item)
 
 
-def positional_layers(convert: Callable[[list], list] = flatten_layers) -> Callable[[type], type]:
+def _flatten(items: list) -> list:
+  """Nested lists flattened, `None` dropped, plain Linen modules wrapped as `Linen` layers."""
+  return [as_layer(x) for x in flatten_layers(items)]
+
+
+def positional_layers(convert: Callable[[list], list] = _flatten) -> Callable[[type], type]:
   """Class decorator: `Cls(a, b, [c], **fields)` fills the `layers` field with `convert([a, b,
-  [c]])` (by default nested lists flattened). Linen's `clone()` passes `layers=` back by keyword,
-  which is converted the same way. Subclasses repeat the decorator (Linen regenerates
-  `__init__` for each dataclass).
+  [c]])` (by default nested lists flattened, Linen modules wrapped). Linen's `clone()` passes
+  `layers=` back by keyword, which is converted the same way. Subclasses repeat the decorator
+  (Linen regenerates `__init__` for each dataclass).
   """
   def decorate(cls: type) -> type:
     dataclass_init = cls.__init__

@@ -57,7 +57,13 @@ def summary(model: nn.Module, x: Any, *, rngs: Any = None, mesh: Any = None,
       return model.init(rng, stack)
 
   with record_attention_choices() as attention:
-    variables = jax.eval_shape(init, x)
+    if mesh is None:
+      variables = jax.eval_shape(init, x)
+    else:  # parameters keep their logical axis names only when created under axis rules
+      from declax.sharding import rules_from_config  # late import: sharding needs a mesh anyway
+
+      with nn.logical_axis_rules(rules_from_config(rules)):
+        variables = jax.eval_shape(init, x)
   params = nn.unbox(variables.get("params", {}))
   seen = set()
   table = []

@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
 
   config.optimizer = dict(
-      name=placeholder(str),          # declax.registry.OPTIMIZERS: adam, adamw, sgd, ...
+      name=placeholder(str),          # any optax optimizer: adam, adamw, lamb, lion, sgd, ...
       weight_decay=0.0,
       decay_all=False,                # decay vectors (biases, scales) too
       clip_norm=placeholder(float),   # None: no gradient clipping

@@ -26,7 +26,7 @@ import ml_collections
 import optax
 
 from declax import registry, sharding
-from declax.errors import did_you_mean
+from declax.errors import DeclaxError, did_you_mean
 from declax.layers import with_mode
 from declax.layers.dtypes import COMPUTE_DTYPES
 from declax.training.config_schema import ConfigError, resolve_config, to_dict
@@ -36,7 +36,8 @@ from declax.training.tasks import EvalTask, TrainTask
 from declax.training.workdir import WorkdirError
 
 __all__ = ["build_eval_task", "build_loop", "build_model", "build_optimizer", "build_train_task",
-           "flatten_config", "load_config", "local_batch_size", "restore_from_workdir",
+           "flatten_config", "load_config", "local_batch_size", "model_input_specs",
+           "restore_from_workdir",
            "sample_from_workdir", "to_dict", "train_and_evaluate", "write_config"]
 
 log = logging.getLogger(__name__)
@@ -306,26 +307,44 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+def model_input_specs(config: ml_collections.ConfigDict) -> list[jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of one example of each batch item (batch size 1), from the config's data.
+
+  Taken from the first batch of the eval split (else the train split), so an image model gets
+  `float32[1,8,8,1]` and a language model `int32[1,seq_len]`: the shapes its parameters need.
+
+  ```python
+  model_input_specs(load_config('/tmp/declax/digits_mlp'))   # [ShapeDtypeStruct((1, 64), ...), ...]
+  ```
+  """
+  import numpy as np
+
+  config = resolve_config(config)
+  split = config.data.eval_split or config.data.train_split
+  batch = next(iter(_pipeline(config, split, jax.process_count(), shuffle=False)))
+  batch = batch if isinstance(batch, (tuple, list)) else (batch,)
+  return [jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), np.asarray(x).dtype) for x in batch]
+
+
 def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
                          mode: str = "eval") -> tuple[Any, dict, ml_collections.ConfigDict, int]:
   """`(model, variables, config, step)` of a training run, from its newest checkpoint (or `step`).
 
-  The model is rebuilt in `mode` from the workdir's config; the stored tree is checked against
-  it before anything is read (`CheckpointMismatchError` lists differing paths).
+  The model is rebuilt in `mode` from the workdir's config, with input shapes from its data
+  (`model_input_specs`); the stored tree is checked against it before anything is read
+  (`CheckpointMismatchError` lists differing paths). The variables are plain arrays.
 
   ```python
   model, variables, config, step = restore_from_workdir('/tmp/declax/pysrc_lm')
   logits = model.apply(variables, tokens)
   ```
   """
-  import jax.numpy as jnp
-
+  from declax.layers import LayerError
   from declax.training.checkpoints import Checkpointer
   from declax.training.state import create_or_restore_state
 
   config = resolve_config(load_config(workdir))
   model = build_model(config, mode=mode)
-  inputs = [jax.ShapeDtypeStruct((1, 1), jnp.int32)] * model.n_in  # params don't depend on it
   mesh = sharding.mesh_from_config(to_dict(config.mesh) or None)
   rules = sharding.rules_from_config(to_dict(config.sharding_rules) or None)
   checkpointer = Checkpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
@@ -333,11 +352,32 @@ def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
     step = checkpointer.latest_step() if step is None else step
     if step is None:
       raise WorkdirError(f"no checkpoint in {checkpointer.directory}")
-    restored = create_or_restore_state(model, build_optimizer(config)[0], inputs, mesh, rules,
-                                       checkpointer=checkpointer, step=step)
+    first_error = None
+    for inputs in _input_candidates(config, model):
+      try:
+        restored = create_or_restore_state(model, build_optimizer(config)[0], inputs, mesh,
+                                           rules, checkpointer=checkpointer, step=step)
+        break
+      except LayerError as error:  # the model refused these shapes while tracing its init
+        first_error = first_error or error
+    else:
+      raise first_error
   finally:
     checkpointer.close()
   return model, restored.state.variables, config, step
+
+
+def _input_candidates(config: ml_collections.ConfigDict, model: Any):
+  """Input shapes to trace the model's init with: the data's first, then one token per input
+  (for a workdir whose Loop was fed other data than its config's: token models' parameters do
+  not depend on the sequence length)."""
+  import jax.numpy as jnp
+
+  try:
+    yield model_input_specs(config)[: model.n_in]
+  except DeclaxError as error:  # e.g. the data is not available here: shapes are guessed
+    log.warning("restore: input shapes from the data failed (%s); trying int32[1,1]", error)
+  yield [jax.ShapeDtypeStruct((1, 1), jnp.int32)] * model.n_in
 
 
 def sample_from_workdir(workdir: str | os.PathLike, prompt: str, max_length: int = 200,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -79,6 +80,7 @@ __all__ = ["Loop", "LoopOptions"]
 log = logging.getLogger(__name__)
 
 _DEFAULTS = get_config().train
+LOG_SECONDS = 10.0  # a progress line at least this often, however slow the steps
 
 
 class Loop:
@@ -314,6 +316,17 @@ class Loop:
     """The model's parameters (`model.apply({'params': loop.params, ...}, x)`)."""
     return self.state.params
 
+  def predict(self, inputs: Any) -> Any:
+    """The model's outputs on new `inputs`, in `'eval'` mode with the current variables.
+
+    ```python
+    logits = loop.predict(x_test)   # see declax.training.predict for the workdir variant
+    ```
+    """
+    from declax.training.predict import predict  # late import: predict builds on the loop's API
+
+    return predict(self.model, self.state.variables, inputs)
+
   @property
   def losses(self) -> list[tuple[int, float]]:
     """`(step, mean training loss of the log interval ending there)` of every report so far
@@ -378,6 +391,7 @@ class Loop:
       w.total_steps = end
     progress = Progress(total_steps=end, batch_size=self._batch_specs[0][0].shape[0])
     progress.start(start)
+    last_mark = time.monotonic()
     evaluated_at = None
     with (stop_on_sigterm(self._options.handle_signals, self._request_stop),
           sharding.peer_failures(lambda: f"training step {self._step + 1}"),
@@ -394,9 +408,10 @@ class Loop:
         self._step = step
         buffer.add(step)
         self._report(progress, everything=False)  # the previous interval: done or nearly
-        if step % self._log_every == 0:
-          for b in self._metrics:
+        if step % self._log_every == 0 or time.monotonic() - last_mark >= LOG_SECONDS:
+          for b in self._metrics:  # every log_every steps, and at least every LOG_SECONDS
             b.mark()
+          last_mark = time.monotonic()
         if self._preemption(step):
           self._report(progress)
           self.save_checkpoint(wait=True)
@@ -528,7 +543,8 @@ class Loop:
         continue
       step, values = chunk
       prefix = "train/" if not self._multi else f"train/{self._tasks[index].name(index)}/"
-      scalars = {f"{prefix}{k}": v for k, v in values.items()}
+      scalars = {f"{prefix}{k}": v for k, v in values.items()
+                 if not (k == "learning_rate" and np.isnan(v))}  # unknown rate: left out
       scalars.update(progress.measure(step))
       self._writer.write_scalars(step, scalars)
 

@@ -79,6 +79,12 @@ def _format_value(name: str, value: float) -> str:
   return f"{short} {value:.4f}"
 
 
+# Console lines also go to this logger. It does not propagate, so they are not printed twice;
+# `declax-train --log_dir DIR` attaches absl's log file to it (Flax examples' `logging.info`).
+CONSOLE_LOG = logging.getLogger("declax.console")
+CONSOLE_LOG.propagate = False
+
+
 class ConsoleWriter(MetricWriter):
   """Prints `step 100/1000 | loss 0.3121 | learning_rate 0.0010 | 412.3 steps/s | ETA 0:00:02`.
 
@@ -92,6 +98,7 @@ class ConsoleWriter(MetricWriter):
   def _print(self, text: str) -> None:
     stream = self._stream or sys.stdout
     print(text, file=stream, flush=True)
+    CONSOLE_LOG.info(text)
 
   def _step(self, step: int) -> str:
     return f"step {step}" + (f"/{self.total_steps}" if self.total_steps else "")
@@ -105,7 +112,35 @@ class ConsoleWriter(MetricWriter):
       self._print(f"{self._step(step)} | {name}:\n{text}")
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    self._print("hparams: " + ", ".join(f"{k}={v}" for k, v in hparams.items()))
+    self._print(hparams_table(hparams))
+
+
+def hparams_table(hparams: Mapping[str, Any], width: int = 100) -> str:
+  """`hparams:` then one row per config section (`model  name=MLP, n_classes=10`), unset (None)
+  values left out and long rows wrapped, instead of one line of every key.
+
+  ```python
+  hparams_table({'model.name': 'MLP', 'train.steps': 10})   # 'hparams:\n  model  name=MLP\n  ...'
+  ```
+  """
+  sections: dict[str, list[str]] = {}
+  for key, value in hparams.items():
+    section, _, name = key.rpartition(".") if "." in key else ("", "", key)
+    if value is not None:
+      sections.setdefault(section.split(".")[0] if section else "", []).append(
+          f"{key[len(section.split('.')[0]) + 1:] if section else name}={value}")
+  pad = max((len(s) for s in sections), default=0)
+  lines = ["hparams:"]
+  for section, items in sections.items():
+    line, indent = f"  {section:<{pad}}  ", " " * (pad + 4)
+    for i, item in enumerate(items):
+      text = item + ("," if i < len(items) - 1 else "")
+      if len(line) + len(text) > width and not line.endswith("  "):
+        lines.append(line.rstrip())
+        line = indent
+      line += text + " "
+    lines.append(line.rstrip())
+  return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------

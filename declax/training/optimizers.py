@@ -26,12 +26,21 @@ __all__ = ["SCHEDULES", "EmaParamsState", "current_learning_rate", "decay_mask",
 
 SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "warmup_linear", "warmup_rsqrt")
 
-# Arguments through which each optimizer takes decoupled weight decay and its mask.
-_DECOUPLED_DECAY = {
-    "adamw": ("weight_decay", "mask"),
-    "lion": ("weight_decay", "mask"),
-    "adafactor": ("weight_decay_rate", "weight_decay_mask"),
-}
+# Adafactor names its decoupled weight decay differently from the other optax optimizers.
+_ADAFACTOR_DECAY = ("weight_decay_rate", "weight_decay_mask")
+
+
+def _decoupled_decay_args(name: str, factory: Any) -> tuple[str, str | None] | None:
+  """The arguments through which `factory` takes decoupled weight decay and its mask, if any."""
+  if name == "adafactor":
+    return _ADAFACTOR_DECAY
+  try:
+    parameters = inspect.signature(factory).parameters
+  except (TypeError, ValueError):
+    return None
+  if "weight_decay" not in parameters:
+    return None
+  return "weight_decay", "mask" if "mask" in parameters else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,12 +105,14 @@ def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1
                    clip_norm: float | None = None, grad_accum_steps: int = 1,
                    ema_decay: float | None = None, plateau_kwargs: dict | None = None,
                    **kwargs: Any) -> optax.GradientTransformation:
-  """An optax optimizer by registry name (`adam`, `adamw`, `sgd`, `momentum`, `adafactor`, `lion`).
+  """An optax optimizer by registry name: any optax factory taking a `learning_rate` (`adam`,
+  `adamw`, `sgd`, `lamb`, `lion`, `adafactor`, `rmsprop`, ...) or `momentum` (sgd with 0.9).
 
   **Arguments**
   - `learning_rate`: a float or a schedule (`make_schedule`); injected into the optimizer state.
-  - `weight_decay`: decoupled for `adamw`/`lion`/`adafactor`, an L2 term added to the gradient
-    for the others. Only parameters with `ndim >= 2` decay unless `decay_all`.
+  - `weight_decay`: decoupled for optimizers that take it (`adamw`, `lamb`, `lion`,
+    `adafactor`, ...), an L2 term added to the gradient for the others. Only parameters with
+    `ndim >= 2` decay unless `decay_all`.
   - `clip_norm`: clip gradients to this global norm first.
   - `grad_accum_steps`: average the gradients of this many steps per update (`optax.MultiSteps`).
   - `ema_decay`: also keep an exponential moving average of the parameters in the optimizer
@@ -118,10 +129,13 @@ def make_optimizer(name: str = "adam", learning_rate: float | optax.Schedule = 1
     kwargs.setdefault("momentum", 0.9)
   mask = None if decay_all else decay_mask
   decay_before: list[optax.GradientTransformation] = []
-  if name in _DECOUPLED_DECAY:
-    wd_arg, mask_arg = _DECOUPLED_DECAY[name]
+  decoupled = _decoupled_decay_args(name, factory)
+  if decoupled is not None:
+    wd_arg, mask_arg = decoupled
     if weight_decay:
-      kwargs[wd_arg], kwargs[mask_arg] = weight_decay, mask
+      kwargs[wd_arg] = weight_decay
+      if mask_arg is not None:
+        kwargs[mask_arg] = mask
     elif name != "adafactor":  # adamw/lion decay by default; here only when asked to
       kwargs[wd_arg] = 0.0
   elif weight_decay:

@@ -152,9 +152,10 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
 
   Other variable collections (BatchNorm's `batch_stats`) are updated from the forward pass.
   The learning rate reported is the one `inject_hyperparams` stored in the optimizer state, else
-  `lr_schedule(step)`. The loss is passed to the optimizer as `value` (for
-  `optax.contrib.reduce_on_plateau`). With `task=i` (a state with per-task heads), the step
-  trains the model and task `i`'s head with `state.opt_state[i]`.
+  `lr_schedule(step)`, else NaN, which the `Loop` leaves out of its logs. The loss is passed
+  to the optimizer as `value` (for `optax.contrib.reduce_on_plateau`). With `task=i` (a state
+  with per-task heads), the step trains the model and task `i`'s head with
+  `state.opt_state[i]`.
   """
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, TrainMetrics]:
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -177,8 +178,8 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
     param_updates, opt_state = optimizer.update(grads, opt_state, trained, **extra)
     trained = optax.apply_updates(trained, param_updates)
     lr = current_learning_rate(opt_state)
-    if lr is None:
-      lr = lr_schedule(state.step) if lr_schedule is not None else jnp.nan
+    if lr is None:  # NaN marks "unknown" (a plain optax optimizer, no schedule): the Loop
+      lr = lr_schedule(state.step) if lr_schedule is not None else jnp.nan  # leaves it out
     if task is None:
       new_state = state.replace(params=trained, opt_state=opt_state)
     else:

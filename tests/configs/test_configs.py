@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from declax.training.from_config import train_and_evaluate
+from declax.training.from_config import model_input_specs, train_and_evaluate
+from declax.training.predict import predict_from_workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs",
@@ -83,6 +84,18 @@ def test_config_runs_a_few_steps_at_tiny_size(name, tmp_path):
   step, results = loop.eval_history[-1]
   assert step == 3 and all(np.isfinite(v) for v in results.values())
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  # The workdir gives the same predictions as the loop (restore takes the data's input shapes).
+  inputs = example_inputs(model_input_specs(config)[: loop.model.n_in], batch=2)
+  np.testing.assert_allclose(predict_from_workdir(tmp_path, inputs), loop.predict(inputs),
+                             rtol=1e-5, atol=1e-5)
+
+
+def example_inputs(specs, batch):
+  """Random inputs of the given shapes (batch `batch`): floats ~N(0,1), integers in [0, 2)."""
+  rng = np.random.RandomState(0)
+  arrays = [rng.randn(batch, *s.shape[1:]).astype(s.dtype) if np.issubdtype(s.dtype, np.floating)
+            else rng.randint(0, 2, (batch, *s.shape[1:])).astype(s.dtype) for s in specs]
+  return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
 # ---- End to end (minutes) ----------------------------------------------------------------------

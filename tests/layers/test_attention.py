@@ -9,6 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 import declax.layers as tl
+from declax import sharding
 from declax.layers import attention
 from tests.layers.jit_variants import LayerVariantsTest
 
@@ -236,7 +237,8 @@ def test_explicit_dropout_path_matches_hand_written_reference():
 
 
 def test_parameter_shapes_and_logical_axes():
-  variables = tl.CausalAttention(D, n_heads=HEADS).init(KEY, _x())
+  with nn.logical_axis_rules(sharding.rules_from_config()):  # names are kept only under rules
+    variables = tl.CausalAttention(D, n_heads=HEADS).init(KEY, _x())
   got = {name: (p.value.shape, p.names) for name, p in variables["params"].items()}
   qkv = ((D, HEADS, D // HEADS), ("embed", "heads", "kv"))
   qkv_bias = ((HEADS, D // HEADS), ("heads", "kv"))

@@ -92,6 +92,17 @@ def test_lm_dropout_only_in_train_mode():
 
 
 def test_every_parameter_has_logical_axis_names():
+  with nn.logical_axis_rules(sharding.rules_from_config()):  # names are kept only under rules
+    _check_every_parameter_has_logical_axis_names()
+
+
+def test_outside_rules_init_returns_plain_arrays():
+  params = lm().init(jax.random.PRNGKey(0), tokens((2, 5)))["params"]
+  leaves = [leaf for _, leaf in boxed_leaves(params)]
+  assert leaves and all(isinstance(leaf, jax.Array) for leaf in leaves)
+
+
+def _check_every_parameter_has_logical_axis_names():
   for model, x in [(lm(), tokens((2, 5))), (lm(scan_layers=True), tokens((2, 5))),
                    (Transformer(V, n_encoder_layers=1, n_decoder_layers=1, **TINY),
                     (tokens((2, 5)), tokens((2, 4))))]:

@@ -59,8 +59,8 @@ CATALOGUE: dict[str, str] = {
     "C6": "Unknown model 'Transformerlm'; did you mean 'TransformerLM'? (known models:",
     "C7": "model 'MLP' does not take argument(s) ['layer_width']; did you mean 'layer_widths'? "
           "(it takes: layer_widths, n_classes",
-    "C8": "Unknown optimizer 'adamx'; did you mean 'adam'? (known optimizers: adafactor, adam, "
-          "adamw, lion, momentum, sgd)",
+    "C8": "Unknown optimizer 'lamm'; did you mean 'lamb'? (known optimizers: adabelief, "
+          "adadelta, adafactor,",
     "C9": "optimizer 'adamw' does not take argument(s) ['beta2']; did you mean 'b2'?",
     "C10": "Unknown schedule 'cosine'; known schedules:",
     "C11": "Unknown layer 'CrossEntropyLos'; did you mean 'CrossEntropyLoss'?",
@@ -110,6 +110,13 @@ CATALOGUE: dict[str, str] = {
     "M1": "process 0 of 2 lost contact with another process during training step",
     "M2": "Terminating process because the JAX distributed service detected fatal errors",
     "M3": "The following tasks are unhealthy (stopped sending heartbeats)",
+  # ---- Library use: Linen interop, CLI, export --------------------------------------------------
+    "I1": "TwoInputs.__call__(a, b) cannot take 1 stack item(s) (missing a required argument: "
+          "'b'); state its arity with tl.Linen(TwoInputs(...), n_in=2, n_out=...)",
+    "I2": "Linen wraps a flax.linen.Module, got function",
+    "I3": "declax-train: error: --workdir is required (the directory for checkpoints, metrics "
+          "and the resolved config)",
+    "I4": "config.json not found: is",
   # ---- Reliability round 2 (issue 17) --------------------------------------------------------
     "R1": "the eval batch size (config.data.eval_batch_size) is 45, not divisible by the mesh's "
           "data*fsdp = 2",

@@ -127,7 +127,7 @@ def test_C7_model_argument_it_does_not_take():
 
 
 def test_C8_unknown_optimizer_name():
-  raises("C8", registry.RegistryError, lambda: make_optimizer("adamx", 1e-3))
+  raises("C8", registry.RegistryError, lambda: make_optimizer("lamm", 1e-3))
 
 
 def test_C9_optimizer_argument_it_does_not_take():

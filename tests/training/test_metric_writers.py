@@ -85,3 +85,14 @@ def test_multi_writer_and_default_writer(tmp_path, capsys):
   writer.close()
   assert "step 3 | x 1.5000" in capsys.readouterr().out
   assert create_default_writer(tmp_path, process_index=1).writers == []
+
+
+def test_console_hparams_are_a_short_table_by_section():
+  from declax.training.metric_writers import hparams_table
+
+  table = hparams_table({"model.name": "MLP", "model.n_classes": 10, "data.data_dir": None,
+                         "train.steps": 3, "optimizer.kwargs.b2": 0.98})
+  assert table.splitlines() == ["hparams:", "  model      name=MLP, n_classes=10",
+                                "  train      steps=3", "  optimizer  kwargs.b2=0.98"]
+  long = hparams_table({f"train.key{i}": i for i in range(40)})
+  assert all(len(line) <= 100 for line in long.splitlines())

@@ -122,3 +122,18 @@ def test_optimizer_kwargs_are_passed_through():
   tx = make_optimizer("momentum", 0.1, momentum=0.5, nesterov=True)
   params, _ = _step(tx, PARAMS, jax.tree.map(jnp.ones_like, PARAMS))
   assert float(params["dense"]["kernel"][0, 0]) < 2.0
+
+
+@pytest.mark.parametrize("name, kwargs", [("lamb", {"weight_decay": 0.1}), ("lion", {}),
+                                          ("adafactor", {"weight_decay": 0.1}), ("rmsprop", {}),
+                                          ("nadamw", {"weight_decay": 0.1})])
+def test_any_optax_optimizer_by_name_with_its_learning_rate_in_the_state(name, kwargs):
+  tx = make_optimizer(name, 3e-3, **kwargs)
+  state = tx.init(PARAMS)
+  _, state = tx.update(PARAMS, state, PARAMS)
+  np.testing.assert_allclose(current_learning_rate(state), 3e-3, rtol=1e-6)
+
+
+def test_optimizer_arguments_are_checked_against_the_optax_signature():
+  with pytest.raises(TypeError, match="'lamb' does not take argument.*did you mean 'b1'"):
+    make_optimizer("lamb", 1e-3, bta1=0.9)

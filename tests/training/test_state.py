@@ -7,6 +7,7 @@ import numpy as np
 import optax
 
 import declax.layers as tl
+from declax import sharding
 from declax.training.optimizers import make_optimizer
 from declax.training.state import (
     TrainState,
@@ -20,9 +21,14 @@ from tests.training.training_utils import tiny_classifier
 INPUTS = (jax.ShapeDtypeStruct((4, 4, 4, 1), jnp.float32),)
 
 
+def _init_under_rules(init):
+  with nn.logical_axis_rules(sharding.rules_from_config()):  # as create_or_restore_state does
+    return init(jax.random.PRNGKey(0))
+
+
 def test_init_fn_builds_a_boxed_state_with_model_state():
   init = make_init_fn(tiny_classifier(batch_norm=True), optax.adam(1e-3), INPUTS)
-  state = init(jax.random.PRNGKey(0))
+  state = _init_under_rules(init)
   assert isinstance(state, TrainState)
   assert int(state.step) == 0 and state.rng.shape == (2,)
   kernel = state.params["layers_1"]["kernel"]
@@ -34,7 +40,7 @@ def test_init_fn_builds_a_boxed_state_with_model_state():
 def test_optimizer_state_mirrors_the_parameter_boxes():
   init = make_init_fn(tiny_classifier(), make_optimizer("adamw", 1e-3, weight_decay=0.1,
                                                         grad_accum_steps=2), INPUTS)
-  state = init(jax.random.PRNGKey(0))
+  state = _init_under_rules(init)
   boxed = [(path_name(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(
       state.opt_state, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]]
   mu = [leaf for p, leaf in boxed if p.endswith("mu/layers_1/kernel")]

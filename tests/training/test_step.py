@@ -90,3 +90,14 @@ def test_model_needing_more_inputs_than_the_batch_has():
   state = _state(model, optax.sgd(0.1), (jnp.zeros((2,)), jnp.zeros((2,))))
   with pytest.raises(ValueError, match="takes 2 inputs, but the batch has only 1"):
     run_model(model, state.variables, (jnp.zeros((2,)),))
+
+
+def test_learning_rate_is_nan_only_when_unknown():
+  model, batch = tiny_classifier(), next(ArrayBatches())
+  plain = optax.adamw(3e-3)  # no inject_hyperparams, no schedule: the rate cannot be known
+  step = make_train_step(model, tl.CrossEntropyLoss(), plain)
+  _, metrics = step(_state(model, plain, batch), batch)
+  assert np.isnan(metrics.compute()["learning_rate"])  # "unknown": the Loop leaves it out
+  step = make_train_step(model, tl.CrossEntropyLoss(), plain, lr_schedule=lambda s: 3e-3)
+  _, metrics = step(_state(model, plain, batch), batch)
+  np.testing.assert_allclose(metrics.compute()["learning_rate"], 3e-3, rtol=1e-6)
