@@ -27,3 +27,15 @@ def _numpy_promotion(request):
   dtype = "strict" if any(p in path for p in _STRICT) else "standard"
   with jax.numpy_rank_promotion(rank), jax.numpy_dtype_promotion(dtype):
     yield
+
+
+@pytest.fixture
+def logical_axes():
+  """Runs a test under declax's default logical axis rules, as the `Loop` does, so parameters
+  carry their logical axis names (outside rules, `model.init` returns plain arrays)."""
+  import flax.linen as nn
+
+  from declax.sharding import DEFAULT_RULES
+
+  with nn.logical_axis_rules(DEFAULT_RULES):
+    yield

@@ -45,6 +45,7 @@ def test_conv_grads():
   check_grads(lambda p, x: layer.apply({"params": p}, x), (params, x), order=1, modes=("rev",))
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_conv_param_axes_and_override():
   x = jnp.ones((1, 5, 5, 2))
   specs = nn.get_partition_spec(tl.Conv(4, (3, 3)).init(KEY, x))["params"]

@@ -57,6 +57,7 @@ def test_dense_and_embedding_labels():
   assert str(tl.Dense(4, name="Head")) == "Head"
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_dense_param_axes_and_override():
   x = jnp.ones((2, 3))
   specs = nn.get_partition_spec(tl.Dense(4).init(KEY, x))["params"]
@@ -124,6 +125,7 @@ def test_dense_scalar_input_is_layer_error():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_embedding_matches_flax_and_axes():
   ids = jnp.array([[1, 2, 9], [0, 0, 3]])
   layer = tl.Embedding(vocab_size=10, d_feature=4)

@@ -63,6 +63,7 @@ def test_layer_norm_grads():
               order=2, modes=("rev",), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_layer_norm_axes_and_override():
   x = jnp.ones((2, 4))
   assert nn.get_partition_spec(tl.LayerNorm().init(KEY, x))["params"] == {
@@ -154,6 +155,7 @@ def test_batch_norm_eval_uses_running_stats(mode):
   np.testing.assert_array_equal(same["batch_stats"]["layers_1"]["mean"], stats["mean"])
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_batch_norm_other_axes():
   x = _normal((6, 4, 3))
   variables = tl.BatchNorm(axis=(0, 1)).init(KEY, x)

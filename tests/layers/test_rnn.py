@@ -178,6 +178,7 @@ def test_bfloat16_compute_with_float32_params():
   np.testing.assert_allclose(y.astype(jnp.float32), tl.LSTM(N).apply(variables, x), atol=5e-2)
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_parameter_shapes_and_logical_axes():
   variables = tl.LSTM(N).init(KEY, _x())
   got = {name: (p.value.shape, p.names) for name, p in variables["params"].items()}

@@ -34,14 +34,14 @@ def test_each_column_has_its_own_embedding_and_numbers_pass_through():
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   params = variables["params"]
   tables = params["layers_0"]
-  assert tables["layers_0"]["embedding"].value.shape == (7, 4)
-  assert tables["layers_1"]["embedding"].value.shape == (3, 4)
+  assert tables["layers_0"]["embedding"].shape == (7, 4)
+  assert tables["layers_1"]["embedding"].shape == (3, 4)
   y = model.apply(variables, x)
   # With no hidden layer the model is linear in [emb_0(c0), emb_1(c1), numeric].
-  kernel = params["layers_2"]["kernel"].value
-  features = jnp.concatenate([tables["layers_0"]["embedding"].value[x[0]],
-                              tables["layers_1"]["embedding"].value[x[1]], x[2]], axis=-1)
-  bias = params["layers_2"]["bias"].value[None]
+  kernel = params["layers_2"]["kernel"]
+  features = jnp.concatenate([tables["layers_0"]["embedding"][x[0]],
+                              tables["layers_1"]["embedding"][x[1]], x[2]], axis=-1)
+  bias = params["layers_2"]["bias"][None]
   np.testing.assert_allclose(y, features @ kernel + bias, rtol=1e-5)
 
 

@@ -142,6 +142,7 @@ def stack_blocks(unrolled_params, first, n_layers):
   return renamed
 
 
+@pytest.mark.usefixtures("logical_axes")
 def test_scan_layers_matches_unrolled_model():
   x = tokens((2, 7))
   unrolled, scanned = lm(n_layers=3, dropout=0.0), lm(n_layers=3, dropout=0.0, scan_layers=True)
