@@ -88,6 +88,7 @@ def _check_layer_error(error: LayerError, model: tl.Layer) -> None:
 @pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 @settings(max_examples=250, deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.slow
 @given(data=st.data())
 def test_random_trees_fail_only_with_declax_errors_that_name_the_path(data):
   try:

@@ -1,3 +1,4 @@
+import pytest
 """The Loop on meshes of 8 fake CPU devices: same losses as one device, shards as the rules say,
 activation constraints present in the compiled step, and resume onto a different mesh.
 
@@ -54,6 +55,7 @@ MESHES = {"data8": {"data": 8}, "mixed": {"data": 2, "fsdp": 2, "tensor": 2},
           "fsdp8": {"fsdp": 8}}
 
 
+@pytest.mark.slow
 def test_meshes_give_one_device_losses_and_rule_shards():
   out = run_snippet(PRELUDE + f"""
 results = {{}}
@@ -120,6 +122,7 @@ print(json.dumps({{'start': start, 'losses': [v for _, v in l.losses]}}))
 """, n_devices=n_devices)
 
 
+@pytest.mark.slow
 def test_resume_onto_a_different_mesh(tmp_path):
   reference = _stage(str(tmp_path / "reference"), "one", 8, 1)["losses"]
   workdir = str(tmp_path / "moving")
