@@ -1,4 +1,3 @@
-import pytest
 """The Loop on meshes of 8 fake CPU devices: same losses as one device, shards as the rules say,
 activation constraints present in the compiled step, and resume onto a different mesh.
 
@@ -7,6 +6,7 @@ Each test runs fresh interpreters (XLA flags must be set before JAX starts)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.subprocess_utils import run_snippet
 
