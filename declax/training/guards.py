@@ -206,9 +206,14 @@ def check_labels(model: nn.Module, variables: Any, batch: Sequence[Any], what: s
 # ---- The state a checkpoint may hold -------------------------------------------------------------
 
 
+# Leaves that are infinite by design: reduce-on-plateau's best value starts at +inf.
+_INFINITE_BY_DESIGN = frozenset({"best_value"})
+
+
 def _all_finite(tree: Any) -> jax.Array:
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype,
-                                                               jnp.inexact)]
+  leaves = [x for path, x in jax.tree_util.tree_leaves_with_path(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+            and getattr(path[-1] if path else None, "name", None) not in _INFINITE_BY_DESIGN]
   if not leaves:
     return jnp.asarray(True)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
