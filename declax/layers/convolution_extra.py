@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -52,7 +53,8 @@ class CausalConv(Layer):
     x = jnp.pad(x, ((0, 0), (self.kernel_width - 1, 0), (0, 0)))
     y = lax.conv_general_dilated(x, kernel, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
     if self.use_bias:
-      y = y + self.param("bias", self.bias_initializer, (self.filters,))
+      bias = self.param("bias", self.bias_initializer, (self.filters,))
+      y = y + jax.lax.broadcast_to_rank(bias, jnp.ndim(y))
     return y
 
 
@@ -138,7 +140,8 @@ class LocallyConnected1d(Layer):
         part = part[..., half : half + length, :]
       total = total + part
     if self.use_bias:
-      total = total + self.param("bias", self.bias_initializer, (out_length, self.filters))
+      bias = self.param("bias", self.bias_initializer, (out_length, self.filters))
+      total = total + jax.lax.broadcast_to_rank(bias, jnp.ndim(total))
     return total
 
 

@@ -127,12 +127,18 @@ class CrossEntropyLoss(_Metric):
   n_in = 3
 
   def contract(self, model_output, targets, weights=None):
-    if jnp.shape(targets) != jnp.shape(model_output):  # else: soft targets (distributions)
-      chex.assert_shape(targets, jnp.shape(model_output)[:-1], exception_type=ValueError,
-                        custom_message=(
-          f"targets {describe([targets])} must have the shape of model_output "
-          f"{describe([model_output])} without its last (class) axis, or its whole shape for "
-          "target distributions"))
+    if jnp.shape(targets) == jnp.shape(model_output):  # soft targets: weights per distribution
+      if weights is not None:
+        chex.assert_is_broadcastable(jnp.shape(weights), jnp.shape(targets)[:-1],
+                                     exception_type=ValueError, custom_message=(
+            f"weights {describe([weights])} must broadcast to the targets' shape without "
+            f"their class axis, {tuple(jnp.shape(targets)[:-1])}"))
+      return
+    chex.assert_shape(targets, jnp.shape(model_output)[:-1], exception_type=ValueError,
+                      custom_message=(
+        f"targets {describe([targets])} must have the shape of model_output "
+        f"{describe([model_output])} without its last (class) axis, or its whole shape for "
+        "target distributions"))
     super().contract(model_output, targets, weights)
 
   def forward(self, model_output, targets, weights):
