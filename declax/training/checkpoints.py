@@ -17,6 +17,7 @@ deletes or changes any checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -107,9 +108,25 @@ class CheckpointSaveError(DeclaxError, RuntimeError):
     what = f"step {step}" if step is not None else "a checkpoint"
     kept = (f"the newest complete checkpoint, step {last_good_step}, is intact"
             if last_good_step is not None else "no earlier checkpoint exists")
-    super().__init__(f"could not save {what} in {directory}: {_short(cause)}. Training stopped; "
+    why = _short(cause)
+    why += "" if os.strerror(errno.ENOSPC) in why else _disk_full(directory)
+    super().__init__(f"could not save {what} in {directory}: {why}"
+                     ". Training stopped; "
                      f"{kept} (the incomplete {what} is never loaded and is removed on the next "
                      "start). Fix the cause (free disk space?) and rerun to resume.")
+
+
+def _disk_full(directory: str) -> str:
+  """A note when `directory`'s file system is (nearly) full: Orbax's clean-up of a failed save
+  can raise its own error (e.g. 'Directory not empty' from late writes), hiding the ENOSPC."""
+  import shutil
+
+  try:
+    free = shutil.disk_usage(directory).free
+  except OSError:
+    return ""
+  full = os.strerror(errno.ENOSPC)
+  return f" ({full}: {free} bytes free)" if free < 1 << 20 else ""
 
 
 def _short(error: BaseException, limit: int = 400) -> str:

@@ -322,8 +322,12 @@ def model_input_specs(config: ml_collections.ConfigDict) -> list[jax.ShapeDtypeS
   config = resolve_config(config)
   split = config.data.eval_split or config.data.train_split
   batch = next(iter(_pipeline(config, split, jax.process_count(), shuffle=False)))
-  batch = batch if isinstance(batch, (tuple, list)) else (batch,)
-  return [jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), np.asarray(x).dtype) for x in batch]
+  batch = [np.asarray(x) for x in (batch if isinstance(batch, (tuple, list)) else (batch,))]
+  for i, x in enumerate(batch):
+    if x.dtype.kind not in "biuf":  # e.g. the raw text of a dataset a tokenizer reads first
+      raise WorkdirError(f"config.data ({config.data.name}) item {i} is {x.dtype}, not a model "
+                         "input: its model's input shapes cannot come from this data")
+  return [jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype) for x in batch]
 
 
 def restore_from_workdir(workdir: str | os.PathLike, step: int | None = None,
@@ -374,7 +378,8 @@ def _input_candidates(config: ml_collections.ConfigDict, model: Any):
   import jax.numpy as jnp
 
   try:
-    yield model_input_specs(config)[: model.n_in]
+    if not config.get("experiment"):  # an experiment feeds its model its own data
+      yield model_input_specs(config)[: model.n_in]
   except DeclaxError as error:  # e.g. the data is not available here: shapes are guessed
     log.warning("restore: input shapes from the data failed (%s); trying int32[1,1]", error)
   yield [jax.ShapeDtypeStruct((1, 1), jnp.int32)] * model.n_in

@@ -133,3 +133,16 @@ def test_K10_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monke
     resumed.close()
     assert committed(workdir) == ["8"]
     assert make_loop(workdir).step == 8
+
+
+def test_K10_a_clean_up_error_on_a_full_disk_still_names_the_full_disk(tmp_path, monkeypatch):
+  # Orbax's clean-up of the failed step can raise its own error (late writes into the tmp dir),
+  # hiding the ENOSPC: the free space of the file system says what happened.
+  import shutil
+
+  cause = OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), "8.orbax-checkpoint-tmp")
+  monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(1 << 20, 1 << 20, 0))
+  text = str(CheckpointSaveError(8, str(tmp_path), cause, 4))
+  assert CATALOGUE["K10"] in text and "Directory not empty" in text, text
+  monkeypatch.undo()
+  assert CATALOGUE["K10"] not in str(CheckpointSaveError(8, str(tmp_path), cause, 4))
