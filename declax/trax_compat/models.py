@@ -23,8 +23,13 @@ from typing import Any
 import declax.layers as tl
 from declax.errors import DeclaxError, did_you_mean
 from declax.models.blocks import Block
-from declax.models.transformer import EMBED_AXES, DecoderBlock, EncoderBlock, FeedForward
-from declax.trax_compat.positional import TrainedPositionalEncoding
+from declax.models.transformer import (
+    EMBED_AXES,
+    DecoderBlock,
+    EncoderBlock,
+    EncoderPositionalEncoding,
+    FeedForward,
+)
 
 __all__ = ["TRAX_MODELS", "TraxModelError", "model_from_trax"]
 
@@ -55,8 +60,11 @@ def MLP(layer_widths: Sequence[int] = (128, 64), activation_fn: Any = tl.Relu,  
   return tl.Serial(tl.Flatten() if flatten else None, layers)
 
 
-def _positional(max_len: int, mode: str, encoder: bool = False) -> TrainedPositionalEncoding:
-  return TrainedPositionalEncoding(max_len=max_len, mode=mode, full_sequence=encoder)
+def _positional(max_len: int, mode: str, encoder: bool = False) -> tl.PositionalEncoding:
+  """Trax's trained position table; an encoder's acts in `'predict'` mode as in `'eval'` (it
+  re-reads its whole input on every decoding step)."""
+  cls = EncoderPositionalEncoding if encoder else tl.PositionalEncoding
+  return cls(max_len=max_len, mode=mode)
 
 
 def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N802
