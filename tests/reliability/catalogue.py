@@ -177,9 +177,13 @@ CATALOGUE: dict[str, str] = {
     "X8": "no optimizer slots next to it (model.opt_slots0.npy.gz); use weights_only=True to load "
           "the weights alone",
     "X9": "no declax equivalent of trax.models.TransformerLm; did you mean TransformerLM? (known: "
-          "MLP, RNNLM, Transformer, TransformerEncoder, TransformerLM)",
+          "MLP, RNNLM, ReformerLM, Transformer, TransformerEncoder, TransformerLM)",
     "X10": "trax.models.TransformerLM does not take ['n_layer']; did you mean n_layers? It "
            "takes: vocab_size, d_model,",
+    "X11": "attention_type 'SelfAttention(chunk_lenn=16)': SelfAttention does not take "
+           "['chunk_lenn']; did you mean chunk_len?",
+    "X12": "ReformerLM: loss_sparsity / loss_sparsity_prob are not supported (declax has no sparse "
+           "output layers); use loss_sparsity=0, loss_sparsity_prob=None (a plain Dense)",
   # ---- Trax layers (docs/errors.md "Trax layers") -------------------------------------------
     "TL1": "AssertShape: ShapeAssertionError: expected shapes 'aa', got [(10, 5)] ('a' is 5 "
            "here but 10 before; bound {'a': 10})",
