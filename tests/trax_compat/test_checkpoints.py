@@ -83,6 +83,14 @@ def test_reformer_lm_reproduces_trax_outputs():
   assert _max_diff("reformer_lm") < 1e-4
 
 
+@pytest.mark.slow
+def test_reformer_lm_lsh_reproduces_trax_outputs():
+  """Trax's `LSHSelfAttention` (shared queries/keys, two hash rounds) with one chunk covering the
+  sequence: the random rotations only reorder positions inside the chunk, so Trax's output does
+  not depend on its hash rng (checked when the fixture was made) and declax must match it."""
+  assert _max_diff("reformer_lm_lsh") < 1e-4
+
+
 @needs_fixtures
 def test_input_signature_from_the_checkpoint():
   model, inputs, expected = _load_fixture("mlp")
