@@ -47,6 +47,7 @@ from declax.training.guards import (
   claim_workdir,
   make_state_check,
 )
+from declax.training.id_checks import IdChecks, IdRangeError
 from declax.training.loop_options import LoopOptions
 from declax.training.metric_writers import (
   ConsoleWriter,
@@ -183,8 +184,8 @@ class Loop:
                                          self._tasks[0].loss_layer if single else None,
                                          tuple(o.rng_streams))
     replicated = sharding.replicated(self.mesh)
-    self._metrics = [MetricsBuffer(TrainMetrics, lambda x: jax.device_put(x, replicated))
-                     for _ in self._tasks]
+    self._metrics = [MetricsBuffer(TrainMetrics, lambda x: jax.device_put(x, replicated),
+                                   id_checks=checks) for checks in self._id_checks]
     self._callbacks = [make(self) for make in (callbacks or [])]
     if profile_steps is not None:
       if self.output_dir is None:
@@ -283,18 +284,23 @@ class Loop:
     """One `jax.jit` per task's step: sharded in and out, donating the state and the running
     metrics, which it returns merged with the step's (constant memory, no fetch per step)."""
     batch_sh, replicated = sharding.batch_sharding(self.mesh), sharding.replicated(self.mesh)
+    checks = self._options.check_ids  # labels and token ids in range, on every batch
+    self._id_checks = [IdChecks() if checks else None for _ in self._tasks]
+    self._eval_id_checks = [IdChecks() if checks else None for _ in self._eval_tasks]
     self._train_steps = [
         jax.jit(with_running_metrics(make_train_step(
             self.model, t.loss_layer, t.optimizer, lr_schedule=t.lr_schedule,
-            rng_streams=tuple(rng_streams), task=i if self._multi else None)),
+            rng_streams=tuple(rng_streams), task=i if self._multi else None,
+            id_checks=self._id_checks[i])),
             in_shardings=(state_shardings, replicated, batch_sh),
             out_shardings=(state_shardings, replicated), donate_argnums=(0, 1))
         for i, t in enumerate(self._tasks)]
     self._eval_steps = [
         jax.jit(make_eval_step(self.eval_model, t.metrics, t.metric_names,
-                               use_ema=self._options.eval_on_ema),
+                               use_ema=self._options.eval_on_ema,
+                               id_checks=self._eval_id_checks[i]),
                 in_shardings=(state_shardings, batch_sh), out_shardings=replicated)
-        for t in self._eval_tasks]
+        for i, t in enumerate(self._eval_tasks)]
 
   # ---- Public state --------------------------------------------------------------------------
 
@@ -515,9 +521,15 @@ class Loop:
 
   @contextlib.contextmanager
   def _non_finite_context(self) -> Iterator[None]:
-    """Adds the last good checkpoint to a `NonFiniteLossError`."""
+    """Adds the last good checkpoint to a `NonFiniteLossError` or an `IdRangeError`."""
     try:
       yield
+    except IdRangeError as error:
+      if self.checkpointer is None:
+        raise
+      self.checkpointer.wait_until_finished()
+      raise error.with_checkpoint(self.checkpointer.latest_step(),
+                                  self.checkpointer.directory) from None
     except NonFiniteLossError as error:
       latest = None
       if self.checkpointer is not None:
@@ -575,7 +587,7 @@ class Loop:
     (Trax's `run_evals`.) Also feeds the `plateau` option and redraws `curves.png`.
     """
     results = run_eval_tasks(self._eval_tasks, self._eval_steps, self.state, self.mesh,
-                             self.rules)
+                             self.rules, self._eval_id_checks)
     self._writer.write_scalars(self._step, results)
     self.eval_history.append((self._step, results))
     for wanted in [self._best and self._best[0], (self._options.plateau or {}).get("metric")]:
