@@ -124,7 +124,8 @@ class IdChecks:
       if (context.method_name == "forward" and isinstance(module, Embedding) and args
           and current_trace() == outer):
         ids = args[0]
-        if jnp.issubdtype(ids.dtype, jnp.integer) and ids.size:
+        dtype = getattr(ids, "dtype", None)  # (a bad input is the layer's own error to give)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.integer) and ids.size:
           low, high = jnp.min(ids), jnp.max(ids)
           over = high >= module.vocab_size
           site = Site(f"inputs (token ids read by {module.label})",
