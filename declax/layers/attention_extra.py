@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from declax.layers.base import Layer, describe
 from declax.layers.combinators import Branch, Serial
+from declax.layers.dtypes import at_least_float32
 
 
 def per_head_attention(layer: Layer, q, k, v, mask, dropout: float, mode: str):
@@ -27,7 +28,7 @@ def per_head_attention(layer: Layer, q, k, v, mask, dropout: float, mode: str):
     raise ValueError(f"dropout rate ({dropout}) must be lower than 1")
   dots = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) / jnp.sqrt(q.shape[-1])
   if mask is not None:
-    dots = jnp.where(mask, dots, jnp.full_like(dots, -1e9))
+    dots = jnp.where(jax.lax.broadcast_to_rank(mask, dots.ndim), dots, jnp.full_like(dots, -1e9))
   weights = jnp.exp(dots - jax.nn.logsumexp(dots, axis=-1, keepdims=True))
   if dropout > 0.0 and mode == "train":
     keep = jax.random.bernoulli(layer.make_rng("dropout"), 1.0 - dropout, weights.shape)
@@ -203,8 +204,8 @@ class EncoderDecoderMask(Layer):
       raise ValueError("decoder input to EncoderDecoderMask must be (batch_size, "
                        f"decoder_sequence_length, d_model), got {describe([decoder_input])}")
     batch, source_length = mask.shape[0], mask.shape[-1]
-    mask = mask.reshape((batch, 1, 1, source_length))
-    return mask + jnp.zeros((1, 1, decoder_input.shape[1], 1))
+    mask = mask.reshape((batch, 1, 1, source_length)).astype(at_least_float32(mask))
+    return jnp.broadcast_to(mask, (batch, 1, decoder_input.shape[1], source_length))
 
 
 __all__ = ["ConfigurableAttention", "DotProductCausalAttention", "EncoderDecoderMask",

@@ -17,6 +17,7 @@ from jax import lax
 
 from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
+from declax.layers.dtypes import promote_dtype
 
 
 def _check_sequence(x) -> None:
@@ -49,7 +50,7 @@ class CausalConv(Layer):
     _check_sequence(x)
     init = self.kernel_initializer or nn.initializers.glorot_uniform()
     kernel = self.param("kernel", init, (self.kernel_width, x.shape[-1], self.filters))
-    x, kernel = nn.dtypes.promote_dtype(x, kernel)
+    x, kernel = promote_dtype(x, kernel)
     x = jnp.pad(x, ((0, 0), (self.kernel_width - 1, 0), (0, 0)))
     y = lax.conv_general_dilated(x, kernel, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
     if self.use_bias:
@@ -78,10 +79,12 @@ class CausalDepthwiseConv(Layer):
     w = self.param("kernel", self.kernel_initializer, (self.kernel_size, x.shape[-1]))
     if self.use_bfloat16:
       w = w.astype(jnp.bfloat16)
+    x, w = promote_dtype(x, w)  # Trax multiplies with standard promotion
     padded = jnp.pad(x, ((0, 0), (self.kernel_size - 1, 0), (0, 0)))
     length = x.shape[1]
     start = self.kernel_size - 1
-    return sum(padded[:, start - i : start - i + length] * w[i] for i in range(self.kernel_size))
+    return sum(padded[:, start - i : start - i + length] * w[None, None, i]
+               for i in range(self.kernel_size))
 
 
 class LocallyConnected1d(Layer):
@@ -126,6 +129,7 @@ class LocallyConnected1d(Layer):
     length, d, k = x.shape[-2], x.shape[-1], self.kernel_size
     out_length = length - k + 1 if self.padding == "VALID" else length
     w = self.param("kernel", self.kernel_initializer, (length, k, d, self.filters))
+    x, w = promote_dtype(x, w)
     # r[..., l, i, :] is input position l seen through kernel offset i.
     r = jnp.einsum("...lp,lkpd->...lkd", x, w)
     half = (k - 1) // 2

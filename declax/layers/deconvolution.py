@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from declax.layers.base import Layer, describe
+from declax.layers.dtypes import promote_dtype
 
 
 class ConvTranspose(Layer):
@@ -52,8 +53,10 @@ class ConvTranspose(Layer):
       raise ValueError(f"ConvTranspose supports 1 to 3 spatial axes, got kernel_size="
                        f"{self.kernel_size}")
     numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    x, kernel, bias = promote_dtype(x, kernel, bias)
     y = lax.conv_transpose(x, kernel, tuple(self.strides or (1,) * n), self.padding,
-                           rhs_dilation=self.rhs_dilation, dimension_numbers=numbers) + bias
+                           rhs_dilation=self.rhs_dilation, dimension_numbers=numbers)
+    y = y + lax.broadcast_to_rank(bias, y.ndim)
     return jnp.reshape(y, lead + y.shape[1:])
 
 

@@ -9,10 +9,12 @@ tl.Serial(tl.Conv(8, (3, 3)), tl.FilterResponseNorm(), tl.ThresholdedLinearUnit(
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
+from declax.layers.dtypes import promote_dtype
 
 
 class FilterResponseNorm(Layer):
@@ -50,7 +52,9 @@ class FilterResponseNorm(Layer):
     if self.learn_epsilon:
       learnt = self.param("epsilon_l", nn.initializers.constant(self.init_learnt_epsilon), (1,))
       epsilon = epsilon + jnp.abs(learnt[0])
+    x, gamma, beta, epsilon = promote_dtype(x, gamma, beta, epsilon)  # Trax: standard promotion
     nu2 = jnp.mean(x**2, axis=tuple(range(1, x.ndim - 1)), keepdims=True)
+    gamma, beta = (jax.lax.broadcast_to_rank(p, x.ndim) for p in (gamma, beta))
     return gamma * (x / jnp.sqrt(nu2 + epsilon)) + beta
 
 

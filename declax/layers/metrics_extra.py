@@ -14,7 +14,7 @@ import optax
 
 from declax.layers.base import Layer, describe
 from declax.layers.core import ArgMax
-from declax.layers.dtypes import at_least_float32
+from declax.layers.dtypes import at_least_float32, promote
 
 
 def _float(x):
@@ -157,7 +157,8 @@ class SmoothL1Loss(_Metric):
 def _f_scores(model_output, targets, beta: float, first: int):
   """Per-category F-scores and target counts for categories `first .. n - 1`."""
   predictions = jnp.argmax(model_output, axis=-1)
-  categories = jnp.arange(first, model_output.shape[-1])
+  categories = jax.lax.broadcast_to_rank(jnp.arange(first, model_output.shape[-1]),
+                                         predictions.ndim + 1)
   predicted = predictions[..., None] == categories
   actual = jnp.asarray(targets)[..., None] == categories
   axes = tuple(range(predicted.ndim - 1))
@@ -202,7 +203,7 @@ class WeightedFScore(_Metric):
 
   def forward(self, model_output, targets):
     scores, counts = _f_scores(model_output, targets, self.beta, self.initial_category_index)
-    return jnp.average(scores, weights=counts)
+    return jnp.average(scores, weights=counts.astype(scores.dtype))
 
 
 class WeightedSum(_Metric):
@@ -214,7 +215,7 @@ class WeightedSum(_Metric):
   """
 
   def forward(self, values, weights):
-    return jnp.sum(values * weights)
+    return jnp.sum(jnp.multiply(*promote(values, weights)))
 
 
 class CrossEntropySum(_Metric):
@@ -228,7 +229,7 @@ class CrossEntropySum(_Metric):
   n_in = 3
 
   def forward(self, model_output, targets, weights):
-    return jnp.sum(log_probs_cross_entropy(model_output, targets) * weights)
+    return jnp.sum(log_probs_cross_entropy(model_output, targets) * _float(weights))
 
 
 class BinaryCrossEntropySum(_Metric):
@@ -243,7 +244,7 @@ class BinaryCrossEntropySum(_Metric):
   n_in = 3
 
   def forward(self, model_output, targets, weights):
-    return jnp.sum(probs_binary_cross_entropy(model_output, targets) * weights)
+    return jnp.sum(probs_binary_cross_entropy(model_output, targets) * _float(weights))
 
 
 __all__ = [
