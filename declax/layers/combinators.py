@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax.numpy as jnp
 
 from declax.layers.base import Layer, LayerError
@@ -401,10 +402,12 @@ class Split(Layer):
   def n_out(self) -> int:
     return self.n_items
 
+  def contract(self, x):
+    chex.assert_is_divisible(x.shape[self.axis], self.n_items, exception_type=ValueError,
+                             custom_message=f"cannot split axis {self.axis} of size "
+                             f"{x.shape[self.axis]} into {self.n_items} equal parts")
+
   def forward(self, x):
-    if x.shape[self.axis] % self.n_items:
-      raise ValueError(f"cannot split axis {self.axis} of size {x.shape[self.axis]} into "
-                       f"{self.n_items} equal parts")
     return tuple(jnp.split(x, self.n_items, axis=self.axis))
 
 

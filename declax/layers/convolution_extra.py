@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,12 +21,15 @@ from declax.layers.base import Layer, describe
 from declax.layers.dtypes import promote_dtype
 
 
-def _check_sequence(x) -> None:
-  if jnp.ndim(x) != 3:
-    raise ValueError(f"expects inputs of shape (batch, length, channels), got {describe([x])}")
+class _OnSequences(Layer):
+  """Contract of the causal convolutions: inputs `(batch, length, channels)`."""
+
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError, custom_message=(
+        f"expects inputs of shape (batch, length, channels), got {describe([x])}"))
 
 
-class CausalConv(Layer):
+class CausalConv(_OnSequences):
   """A 1-D convolution whose output at position `t` depends only on inputs at `<= t`: the
   input is padded on the left by `kernel_width - 1`, so the length is unchanged.
 
@@ -47,7 +51,6 @@ class CausalConv(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_sequence(x)
     init = self.kernel_initializer or nn.initializers.glorot_uniform()
     kernel = self.param("kernel", init, (self.kernel_width, x.shape[-1], self.filters))
     x, kernel = promote_dtype(x, kernel)
@@ -59,7 +62,7 @@ class CausalConv(Layer):
     return y
 
 
-class CausalDepthwiseConv(Layer):
+class CausalDepthwiseConv(_OnSequences):
   """Causal depthwise 1-D convolution: each channel `c` is filtered on its own,
   `y[t, c] = sum_i w[i, c] * x[t - i, c]` (zeros before the start). Weight `kernel`:
   `(kernel_size, channels)`.
@@ -75,7 +78,6 @@ class CausalDepthwiseConv(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_sequence(x)
     w = self.param("kernel", self.kernel_initializer, (self.kernel_size, x.shape[-1]))
     if self.use_bfloat16:
       w = w.astype(jnp.bfloat16)
@@ -122,10 +124,12 @@ class LocallyConnected1d(Layer):
   def default_label(self) -> str:
     return f"LocallyConnected1d_{self.filters}_{self.kernel_size}"
 
+  def contract(self, x):
+    chex.assert_shape(x, (..., None, None), exception_type=ValueError, custom_message=(
+        f"expects inputs of shape (..., length, d), got {describe([x])}"))
+
   @nn.compact
   def forward(self, x):
-    if jnp.ndim(x) < 2:
-      raise ValueError(f"expects inputs of shape (..., length, d), got {describe([x])}")
     length, d, k = x.shape[-2], x.shape[-1], self.kernel_size
     out_length = length - k + 1 if self.padding == "VALID" else length
     w = self.param("kernel", self.kernel_initializer, (length, k, d, self.filters))

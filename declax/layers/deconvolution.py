@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import chex
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
@@ -37,12 +38,14 @@ class ConvTranspose(Layer):
   kernel_initializer: Callable = nn.initializers.glorot_normal()
   bias_initializer: Callable = nn.initializers.normal(stddev=1e-6)
 
+  def contract(self, x):
+    n = len(self.kernel_size)
+    chex.assert_shape(x, (...,) + (None,) * (n + 2), exception_type=ValueError, custom_message=(
+        f"expects inputs (batch, {n} spatial axes, channels), got {describe([x])}"))
+
   @nn.compact
   def forward(self, x):
     n = len(self.kernel_size)
-    if jnp.ndim(x) < n + 2:
-      raise ValueError(f"expects inputs (batch, {n} spatial axes, channels), got "
-                       f"{describe([x])}")
     lead = x.shape[: x.ndim - n - 1]
     x = jnp.reshape(x, (-1,) + x.shape[x.ndim - n - 1 :])
     kernel = self.param("kernel", self.kernel_initializer,

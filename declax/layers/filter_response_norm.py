@@ -8,6 +8,7 @@ tl.Serial(tl.Conv(8, (3, 3)), tl.FilterResponseNorm(), tl.ThresholdedLinearUnit(
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -41,10 +42,12 @@ class FilterResponseNorm(Layer):
                        f"positive, got {self.init_epsilon} and {self.init_learnt_epsilon}")
     super().__post_init__()
 
+  def contract(self, x):
+    chex.assert_shape(x, (None, None, ..., None), exception_type=ValueError, custom_message=(
+        f"expects inputs (batch, spatial..., channels), got {describe([x])}"))
+
   @nn.compact
   def forward(self, x):
-    if jnp.ndim(x) < 3:
-      raise ValueError(f"expects inputs (batch, spatial..., channels), got {describe([x])}")
     channels = x.shape[-1]
     gamma = self.param("gamma", nn.initializers.ones, (channels,))
     beta = self.param("beta", nn.initializers.zeros, (channels,))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import chex
 import jax.numpy as jnp
 
 from declax.layers.activations import Sigmoid, Tanh
@@ -42,10 +43,12 @@ class MakeZeroState(Layer):
 
   depth_multiplier: int = 1
 
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError, custom_message=(
+        "MakeZeroState expects a rank 3 input (batch_size, sequence_length, feature_depth), got "
+        f"{describe([x])}"))
+
   def forward(self, x):
-    if jnp.ndim(x) != 3:
-      raise ValueError("MakeZeroState expects a rank 3 input (batch_size, sequence_length, "
-                       f"feature_depth), got {describe([x])}")
     return jnp.zeros((x.shape[0], self.depth_multiplier * x.shape[-1]), jnp.float32)
 
 

@@ -194,3 +194,17 @@ def test_masks_and_weights_of_other_dtypes():
   assert tl.WeightedSum().apply({}, (values, weights)) == 1.0
   logits = jnp.array([[[2.0, 0.0], [0.0, 2.0]]])
   assert tl.WeightedFScore().apply({}, (logits, jnp.array([[0, 1]]))) == 1.0
+
+
+@pytest.mark.parametrize("layer, inputs, message", [
+    (tl.ConvTranspose(3, (3, 3)), jnp.ones((4, 4, 2)), r"assert_shape.*\(batch, 2 spatial axes"),
+    (tl.FilterResponseNorm(), jnp.ones((4, 2)), r"assert_shape.*\(batch, spatial\.\.\., channels"),
+    (tl.LocallyConnected1d(3, 3), jnp.ones(4), r"assert_shape.*\(\.\.\., length, d\)"),
+    (tl.SplitIntoHeads(3), jnp.ones((2, 5, 4)), r"assert_is_divisible.*\(4\) is not a multiple"),
+    (tl.MergeHeads(3), jnp.ones((4, 5, 2)), r"assert_is_divisible.*leading dimension \(4\)"),
+    (tl.EncoderDecoderMask(), (jnp.ones((2, 3)), jnp.ones((2, 1, 1, 3))), r"assert_rank.*d_model"),
+], ids=["ConvTranspose", "FilterResponseNorm", "LocallyConnected1d", "SplitIntoHeads",
+        "MergeHeads", "EncoderDecoderMask"])
+def test_contracts_are_checked_with_chex_before_the_layer_runs(layer, inputs, message):
+  with pytest.raises(tl.LayerError, match=f"ValueError: \\[Chex\\] Assertion {message}"):
+    layer.init(KEY, inputs)
