@@ -163,6 +163,13 @@ CATALOGUE: dict[str, str] = {
            "did you mean eval/accuracy?",
     "R28": ", outside the model's 3 classes (outputs float32[8, 3]; labels and token ids must "
            "be in [0, 3))",
+    "R28b": "hold 3 at step 5, outside the model's 3 classes (outputs float32[8, 3]); labels "
+            "must be in [0, 3): set config.model.n_classes / vocab_size to at least 4, or check "
+            "the data's labels. Stopped; nothing from step 5 on was saved; the last good "
+            "checkpoint is step 4 in",
+    "R28c": ", outside its vocabulary of 10; token ids must be in [0, 10): ",
+    "R28d": "the eval data's targets (batch item 1) hold 7 at batch 2 of eval task 'eval', "
+            "outside the model's 3 classes",
   # ---- Trax checkpoints (declax.trax_compat) -----------------------------------------------
     "X1": "no such file (expected a Trax checkpoint 'model.pkl.gz' or a file written by "
           "Layer.save_to_file)",
