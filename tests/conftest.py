@@ -4,8 +4,8 @@ XLA_FLAGS set before JAX starts (see tests/test_sharding.py).
 Silent broadcasting between arrays of different ranks and implicit dtype promotion are errors in
 the tests of declax's own numerics (`jax_numpy_rank_promotion='raise'`,
 `jax_numpy_dtype_promotion='strict'`), so a layer that relies on either is caught here rather
-than in a user's model. Train-step tests keep standard dtype promotion: optax's optimizers (e.g.
-Adam's bias correction, a Python float times the int32 step count) rely on it.
+than in a user's model. The one exception is inside the train step: optax's update runs under
+standard promotion (see declax/training/step.py).
 """
 
 import os
@@ -17,23 +17,16 @@ import jax  # noqa: E402  (after the environment above)
 import pytest  # noqa: E402
 
 _STRICT = ("tests/layers/", "tests/models/", "tests/test_decoding.py")
+# The train-step tests read clu's metrics, whose `Average.compute` divides a float total by an
+# int32 count (clu/metrics.py:811): rank promotion raises there, dtype promotion stays standard.
 _NO_RANK_PROMOTION = _STRICT + ("tests/training/test_step.py", "tests/training/test_traces.py")
-# Whole training runs go through optax, whose Adam multiplies a Python float by the int32 step:
-# they keep standard dtype promotion (rank promotion still raises).
-_OPTAX_RUNS = ("tests/models/test_end_to_end.py",
-               # Trax's extra layers (issue 14) are not clean under strict promotion yet.
-               "tests/layers/test_trax_extras.py")
 
 
 @pytest.fixture(autouse=True)
 def _numpy_promotion(request):
   path = request.path.as_posix()
   rank = "raise" if any(p in path for p in _NO_RANK_PROMOTION) else "allow"
-  if "test_trax_extras" in path:
-    rank = "allow"
-  exempt = any(p in path for p in _OPTAX_RUNS)
-  strict = any(p in path for p in _STRICT) and not exempt
-  dtype = "strict" if strict else "standard"
+  dtype = "strict" if any(p in path for p in _STRICT) else "standard"
   with jax.numpy_rank_promotion(rank), jax.numpy_dtype_promotion(dtype):
     yield
 

@@ -12,6 +12,7 @@ tl.LeakyRelu(a=0.2).apply({}, jnp.array([-1.0, 1.0]))   # [-0.2, 1.]
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -167,10 +168,11 @@ class Glu(Layer):
 
   axis: int = -1
 
+  def contract(self, x):
+    chex.assert_is_divisible(x.shape[self.axis], 2, exception_type=ValueError, custom_message=(
+        f"Glu splits axis {self.axis} in two halves; its size must be even, got {describe([x])}"))
+
   def forward(self, x):
-    if x.shape[self.axis] % 2:
-      raise ValueError(f"Glu splits axis {self.axis} in two halves; its size must be even, got "
-                       f"{describe([x])}")
     return jax.nn.glu(x, axis=self.axis)
 
 

@@ -24,6 +24,7 @@ import flax.linen as nn
 
 from declax.errors import DeclaxError
 from declax.layers.base import Layer, unpack
+from declax.layers.control_flow import SameArityAsLayer
 
 _ALLOWED = set(string.ascii_letters + string.digits + ".,")
 
@@ -138,7 +139,7 @@ class AssertShape(Layer):
     return xs
 
 
-class AssertFunction(Layer):
+class AssertFunction(SameArityAsLayer):
   """Runs `layer`, checking its inputs and outputs against `specification` (`'in->out'`), one
   set of letters for both sides.
 
@@ -156,14 +157,6 @@ class AssertFunction(Layer):
       raise ShapeAssertionError(f"AssertFunction: specification {self.specification!r} needs "
                                 "one '->' between the input and output shapes")
     super().__post_init__()
-
-  @property
-  def n_in(self) -> int:
-    return self.layer.n_in
-
-  @property
-  def n_out(self) -> int:
-    return self.layer.n_out
 
   @property
   def default_label(self) -> str:

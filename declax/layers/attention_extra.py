@@ -13,12 +13,14 @@ attention = tl.ConfigurableAttention(tl.Dense(8), tl.Dense(8), tl.Dense(8), tl.D
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from declax.layers.base import Layer, describe
 from declax.layers.combinators import Branch, Serial
+from declax.layers.dtypes import at_least_float32
 
 
 def per_head_attention(layer: Layer, q, k, v, mask, dropout: float, mode: str):
@@ -27,7 +29,7 @@ def per_head_attention(layer: Layer, q, k, v, mask, dropout: float, mode: str):
     raise ValueError(f"dropout rate ({dropout}) must be lower than 1")
   dots = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) / jnp.sqrt(q.shape[-1])
   if mask is not None:
-    dots = jnp.where(mask, dots, jnp.full_like(dots, -1e9))
+    dots = jnp.where(jax.lax.broadcast_to_rank(mask, dots.ndim), dots, jnp.full_like(dots, -1e9))
   weights = jnp.exp(dots - jax.nn.logsumexp(dots, axis=-1, keepdims=True))
   if dropout > 0.0 and mode == "train":
     keep = jax.random.bernoulli(layer.make_rng("dropout"), 1.0 - dropout, weights.shape)
@@ -35,22 +37,22 @@ def per_head_attention(layer: Layer, q, k, v, mask, dropout: float, mode: str):
   return jnp.matmul(weights, v).astype(jnp.float32)
 
 
+def _check_splittable(x, n_heads: int) -> None:
+  chex.assert_rank(x, 3, exception_type=ValueError,
+                   custom_message=f"expects (batch, length, d_feature), got {describe([x])}")
+  chex.assert_is_divisible(x.shape[-1], n_heads, exception_type=ValueError, custom_message=(
+      f"feature dimensionality ({x.shape[-1]}) is not a multiple of the requested number of "
+      f"attention heads ({n_heads})"))
+
+
 def _split(x, n_heads: int, merged: bool):
-  if jnp.ndim(x) != 3:
-    raise ValueError(f"expects (batch, length, d_feature), got {describe([x])}")
   batch, length, d_feature = x.shape
-  if d_feature % n_heads:
-    raise ValueError(f"feature dimensionality ({d_feature}) is not a multiple of the requested "
-                     f"number of attention heads ({n_heads})")
   x = x.reshape((batch, length, n_heads, d_feature // n_heads)).transpose((0, 2, 1, 3))
   return x.reshape((batch * n_heads, length, -1)) if merged else x
 
 
 def _merge(x, n_heads: int, merged: bool):
   if merged:
-    if x.shape[0] % n_heads:
-      raise ValueError(f"leading dimension ({x.shape[0]}) is not a multiple of the number of "
-                       f"attention heads ({n_heads})")
     x = x.reshape((x.shape[0] // n_heads, n_heads) + x.shape[1:])
   batch, _, length, d_head = x.shape
   return x.transpose((0, 2, 1, 3)).reshape((batch, length, n_heads * d_head))
@@ -68,6 +70,9 @@ class SplitIntoHeads(Layer):
   n_heads: int = 1
   merged_batch_and_head: bool = True
 
+  def contract(self, x):
+    _check_splittable(x, self.n_heads)
+
   def forward(self, x):
     return _split(x, self.n_heads, self.merged_batch_and_head)
 
@@ -83,6 +88,15 @@ class MergeHeads(Layer):
 
   n_heads: int = 1
   merged_batch_and_head: bool = True
+
+  def contract(self, x):
+    if self.merged_batch_and_head:
+      chex.assert_is_divisible(x.shape[0], self.n_heads, exception_type=ValueError,
+                               custom_message=f"leading dimension ({x.shape[0]}) is not a "
+                               f"multiple of the number of attention heads ({self.n_heads})")
+    else:
+      chex.assert_rank(x, 4, exception_type=ValueError, custom_message=(
+          f"expects (batch, n_heads, length, d_head), got {describe([x])}"))
 
   def forward(self, x):
     return _merge(x, self.n_heads, self.merged_batch_and_head)
@@ -110,6 +124,10 @@ class PureAttention(Layer):
   @property
   def n_out(self) -> int:
     return 2
+
+  def contract(self, q, k, v, mask):
+    for x in (q, k, v):
+      _check_splittable(x, self.n_heads)
 
   def forward(self, q, k, v, mask):
     heads = [_split(x, self.n_heads, merged=False) for x in (q, k, v)]
@@ -198,13 +216,15 @@ class EncoderDecoderMask(Layer):
   def n_in(self) -> int:
     return 2
 
+  def contract(self, decoder_input, mask):
+    chex.assert_rank(decoder_input, 3, exception_type=ValueError, custom_message=(
+        "decoder input to EncoderDecoderMask must be (batch_size, decoder_sequence_length, "
+        f"d_model), got {describe([decoder_input])}"))
+
   def forward(self, decoder_input, mask):
-    if jnp.ndim(decoder_input) != 3:
-      raise ValueError("decoder input to EncoderDecoderMask must be (batch_size, "
-                       f"decoder_sequence_length, d_model), got {describe([decoder_input])}")
     batch, source_length = mask.shape[0], mask.shape[-1]
-    mask = mask.reshape((batch, 1, 1, source_length))
-    return mask + jnp.zeros((1, 1, decoder_input.shape[1], 1))
+    mask = mask.reshape((batch, 1, 1, source_length)).astype(at_least_float32(mask))
+    return jnp.broadcast_to(mask, (batch, 1, decoder_input.shape[1], source_length))
 
 
 __all__ = ["ConfigurableAttention", "DotProductCausalAttention", "EncoderDecoderMask",

@@ -12,9 +12,11 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax.numpy as jnp
 
 from declax.layers.base import Layer, LayerError
+from declax.layers.dtypes import promote
 from declax.layers.linen import as_layer
 from declax.layers.stack import (
     flatten_layers,
@@ -235,7 +237,7 @@ class Residual(Layer):
     short = (items[0],) if self.shortcut is None else self.call_child(
         self.shortcut, inputs_from_stack(items, self.shortcut.n_in))
     stacked = short + main
-    return (stacked[0] + stacked[1], *stacked[2:])
+    return (jnp.add(*promote(stacked[0], stacked[1])), *stacked[2:])
 
 
 class SerialWithSideOutputs(Layer):
@@ -339,22 +341,27 @@ def Drop(**kwargs) -> Fn:
 
 def Add(**kwargs) -> Fn:
   """Adds the top two items: `x0 + x1`."""
-  return Fn("Add", lambda x0, x1: x0 + x1, **kwargs)
+  return Fn("Add", lambda x0, x1: jnp.add(*promote(x0, x1)), **kwargs)
 
 
 def SubtractTop(**kwargs) -> Fn:
   """Subtracts the top item from the second: `x1 - x0`."""
-  return Fn("SubtractTop", lambda x0, x1: x1 - x0, **kwargs)
+  return Fn("SubtractTop", lambda x0, x1: jnp.subtract(*promote(x1, x0)), **kwargs)
 
 
 def Multiply(**kwargs) -> Fn:
   """Multiplies the top two items."""
-  return Fn("Multiply", lambda x0, x1: x0 * x1, **kwargs)
+  return Fn("Multiply", lambda x0, x1: jnp.multiply(*promote(x0, x1)), **kwargs)
 
 
 def Gate(**kwargs) -> Fn:
   """Gated mix of `(memory, gate, candidate)`: `gate * memory + (1 - gate) * candidate`."""
-  return Fn("Gate", lambda m, g, c: g * m + (1.0 - g) * c, **kwargs)
+
+  def gate(m, g, c):
+    m, g, c = promote(m, g, c)
+    return g * m + (1.0 - g) * c
+
+  return Fn("Gate", gate, **kwargs)
 
 
 class Concatenate(Layer):
@@ -395,10 +402,12 @@ class Split(Layer):
   def n_out(self) -> int:
     return self.n_items
 
+  def contract(self, x):
+    chex.assert_is_divisible(x.shape[self.axis], self.n_items, exception_type=ValueError,
+                             custom_message=f"cannot split axis {self.axis} of size "
+                             f"{x.shape[self.axis]} into {self.n_items} equal parts")
+
   def forward(self, x):
-    if x.shape[self.axis] % self.n_items:
-      raise ValueError(f"cannot split axis {self.axis} of size {x.shape[self.axis]} into "
-                       f"{self.n_items} equal parts")
     return tuple(jnp.split(x, self.n_items, axis=self.axis))
 
 

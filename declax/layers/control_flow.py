@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from declax.layers.base import Layer
 from declax.layers.combinators import Concatenate
+from declax.layers.stack import describe
 
 
 def _scan_layer(parent: Layer, carry: tuple, xs: tuple, axis: int,
@@ -169,9 +171,10 @@ class Cond(Layer):
   def forward(self, *items):
     (pred,) = self.call_child(self.cond, items[: self.cond.n_in])
     pred = jnp.asarray(pred)
-    if pred.shape != () or pred.dtype != jnp.bool_:
-      raise TypeError(f"Cond: the condition {self.cond.header} must return a boolean scalar, "
-                      f"got {pred.dtype}{list(pred.shape)}")
+    message = (f"Cond: the condition {self.cond.header} must return a boolean scalar, got "
+               f"{pred.dtype}{list(pred.shape)}")
+    chex.assert_shape(pred, (), exception_type=TypeError, custom_message=message)
+    chex.assert_type(pred, bool, exception_type=TypeError, custom_message=message)
     operands = items[self.cond.n_in :]
     if self.is_initializing():  # create both branches' variables, outside lax.cond
       on_true, on_false = self._branch(self.true, operands), self._branch(self.false, operands)
@@ -194,13 +197,15 @@ class BatchLeadingAxes(SameArityAsLayer):
   layer: Layer
   n_last_axes_to_keep: int = 1
 
+  def contract(self, *items):
+    message = f"BatchLeadingAxes: inputs differ in leading axes: {describe(items)}"
+    chex.assert_equal_rank(items, exception_type=ValueError, custom_message=message)
+    chex.assert_equal_shape_prefix(items, items[0].ndim - self.n_last_axes_to_keep,
+                                   exception_type=ValueError, custom_message=message)
+
   def forward(self, *items):
     keep = self.n_last_axes_to_keep
     leading = items[0].shape[: items[0].ndim - keep]
-    for x in items:
-      if x.shape[: x.ndim - keep] != leading:
-        raise ValueError(f"BatchLeadingAxes: inputs differ in leading axes: "
-                         f"{[tuple(y.shape) for y in items]}")
     flat = tuple(x.reshape((math.prod(leading),) + x.shape[x.ndim - keep :]) for x in items)
     outputs = self.call_child(self.layer, flat)
     return tuple(y.reshape(leading + y.shape[1:]) for y in outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,14 +18,18 @@ from jax import lax
 
 from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
+from declax.layers.dtypes import promote_dtype
 
 
-def _check_sequence(x) -> None:
-  if jnp.ndim(x) != 3:
-    raise ValueError(f"expects inputs of shape (batch, length, channels), got {describe([x])}")
+class _OnSequences(Layer):
+  """Contract of the causal convolutions: inputs `(batch, length, channels)`."""
+
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError, custom_message=(
+        f"expects inputs of shape (batch, length, channels), got {describe([x])}"))
 
 
-class CausalConv(Layer):
+class CausalConv(_OnSequences):
   """A 1-D convolution whose output at position `t` depends only on inputs at `<= t`: the
   input is padded on the left by `kernel_width - 1`, so the length is unchanged.
 
@@ -46,10 +51,9 @@ class CausalConv(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_sequence(x)
     init = self.kernel_initializer or nn.initializers.glorot_uniform()
     kernel = self.param("kernel", init, (self.kernel_width, x.shape[-1], self.filters))
-    x, kernel = nn.dtypes.promote_dtype(x, kernel)
+    x, kernel = promote_dtype(x, kernel)
     x = jnp.pad(x, ((0, 0), (self.kernel_width - 1, 0), (0, 0)))
     y = lax.conv_general_dilated(x, kernel, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
     if self.use_bias:
@@ -58,7 +62,7 @@ class CausalConv(Layer):
     return y
 
 
-class CausalDepthwiseConv(Layer):
+class CausalDepthwiseConv(_OnSequences):
   """Causal depthwise 1-D convolution: each channel `c` is filtered on its own,
   `y[t, c] = sum_i w[i, c] * x[t - i, c]` (zeros before the start). Weight `kernel`:
   `(kernel_size, channels)`.
@@ -74,14 +78,15 @@ class CausalDepthwiseConv(Layer):
 
   @nn.compact
   def forward(self, x):
-    _check_sequence(x)
     w = self.param("kernel", self.kernel_initializer, (self.kernel_size, x.shape[-1]))
     if self.use_bfloat16:
       w = w.astype(jnp.bfloat16)
+    x, w = promote_dtype(x, w)  # Trax multiplies with standard promotion
     padded = jnp.pad(x, ((0, 0), (self.kernel_size - 1, 0), (0, 0)))
     length = x.shape[1]
     start = self.kernel_size - 1
-    return sum(padded[:, start - i : start - i + length] * w[i] for i in range(self.kernel_size))
+    return sum(padded[:, start - i : start - i + length] * w[None, None, i]
+               for i in range(self.kernel_size))
 
 
 class LocallyConnected1d(Layer):
@@ -119,13 +124,16 @@ class LocallyConnected1d(Layer):
   def default_label(self) -> str:
     return f"LocallyConnected1d_{self.filters}_{self.kernel_size}"
 
+  def contract(self, x):
+    chex.assert_shape(x, (..., None, None), exception_type=ValueError, custom_message=(
+        f"expects inputs of shape (..., length, d), got {describe([x])}"))
+
   @nn.compact
   def forward(self, x):
-    if jnp.ndim(x) < 2:
-      raise ValueError(f"expects inputs of shape (..., length, d), got {describe([x])}")
     length, d, k = x.shape[-2], x.shape[-1], self.kernel_size
     out_length = length - k + 1 if self.padding == "VALID" else length
     w = self.param("kernel", self.kernel_initializer, (length, k, d, self.filters))
+    x, w = promote_dtype(x, w)
     # r[..., l, i, :] is input position l seen through kernel offset i.
     r = jnp.einsum("...lp,lkpd->...lkd", x, w)
     half = (k - 1) // 2

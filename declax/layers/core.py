@@ -80,8 +80,9 @@ class Dense(Layer):
     return f"Dense_{self.n_units}"
 
   def contract(self, x):
-    if jnp.ndim(x) == 0:  # (chex has no lower bound on the rank)
-      raise ValueError(f"expects inputs of shape (..., d_in), got a scalar {describe([x])}")
+    chex.assert_shape(x, (..., None), exception_type=ValueError,
+                      custom_message=f"expects inputs of shape (..., d_in), got a scalar "
+                      f"{describe([x])}")
     stored = stored_param_shape(self, "kernel")
     if stored is not None:
       chex.assert_axis_dimension(x, -1, stored[0], exception_type=ValueError,
@@ -238,10 +239,12 @@ class Flatten(Layer):
   def default_label(self) -> str:
     return f"Flatten_keep{self.n_axes_to_keep}"
 
+  def contract(self, x):
+    chex.assert_shape(x, (None,) * (self.n_axes_to_keep + 1) + (...,), exception_type=ValueError,
+                      custom_message=f"input rank ({jnp.ndim(x)}, {describe([x])}) must exceed "
+                      f"the number of axes to keep ({self.n_axes_to_keep})")
+
   def forward(self, x):
-    if x.ndim <= self.n_axes_to_keep:
-      raise ValueError(f"input rank ({x.ndim}, {describe([x])}) must exceed the number of axes "
-                       f"to keep ({self.n_axes_to_keep})")
     return jnp.reshape(x, x.shape[: self.n_axes_to_keep] + (-1,))
 
 
@@ -314,11 +317,14 @@ class ShiftRight(Layer):
   def default_label(self) -> str:
     return f"ShiftRight({self.n_positions})"
 
+  def contract(self, x):
+    if self.mode != "predict":
+      chex.assert_shape(x, (None, None, ...), exception_type=ValueError, custom_message=(
+          f"expects inputs of shape (batch, length, ...), got {describe([x])}"))
+
   def forward(self, x):
     if self.mode == "predict":
       return x
-    if x.ndim < 2:
-      raise ValueError(f"expects inputs of shape (batch, length, ...), got {describe([x])}")
     pads = [(0, 0)] * x.ndim
     pads[1] = (self.n_positions, 0)
     return jnp.pad(x, pads)[:, : x.shape[1]]
@@ -407,6 +413,10 @@ class PositionalEncoding(Layer):
   def contract(self, x):
     chex.assert_rank(x, 3, exception_type=ValueError,
                      custom_message="expects inputs of shape (batch, length, d_feature)")
+    if self.mode != "predict":
+      chex.assert_axis_dimension_lteq(x, 1, self.max_len, exception_type=ValueError,
+                                      custom_message=(
+          f"sequence length {x.shape[1]} ({describe([x])}) exceeds max_len={self.max_len}"))
 
   @nn.compact
   def forward(self, x):
@@ -415,9 +425,6 @@ class PositionalEncoding(Layer):
     if self.mode == "predict":
       start = self._predict_start(length)
     else:
-      if length > self.max_len:
-        raise ValueError(f"sequence length {length} ({describe([x])}) exceeds max_len="
-                         f"{self.max_len}")
       start = 0
       if self.mode == "train" and self.start_from_zero_prob < 1.0:
         rng1, rng2 = jax.random.split(self.make_rng("dropout"))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import chex
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
 from declax.layers.base import Layer, describe
+from declax.layers.dtypes import promote_dtype
 
 
 class ConvTranspose(Layer):
@@ -36,12 +38,14 @@ class ConvTranspose(Layer):
   kernel_initializer: Callable = nn.initializers.glorot_normal()
   bias_initializer: Callable = nn.initializers.normal(stddev=1e-6)
 
+  def contract(self, x):
+    n = len(self.kernel_size)
+    chex.assert_shape(x, (...,) + (None,) * (n + 2), exception_type=ValueError, custom_message=(
+        f"expects inputs (batch, {n} spatial axes, channels), got {describe([x])}"))
+
   @nn.compact
   def forward(self, x):
     n = len(self.kernel_size)
-    if jnp.ndim(x) < n + 2:
-      raise ValueError(f"expects inputs (batch, {n} spatial axes, channels), got "
-                       f"{describe([x])}")
     lead = x.shape[: x.ndim - n - 1]
     x = jnp.reshape(x, (-1,) + x.shape[x.ndim - n - 1 :])
     kernel = self.param("kernel", self.kernel_initializer,
@@ -52,8 +56,10 @@ class ConvTranspose(Layer):
       raise ValueError(f"ConvTranspose supports 1 to 3 spatial axes, got kernel_size="
                        f"{self.kernel_size}")
     numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    x, kernel, bias = promote_dtype(x, kernel, bias)
     y = lax.conv_transpose(x, kernel, tuple(self.strides or (1,) * n), self.padding,
-                           rhs_dilation=self.rhs_dilation, dimension_numbers=numbers) + bias
+                           rhs_dilation=self.rhs_dilation, dimension_numbers=numbers)
+    y = y + lax.broadcast_to_rank(bias, y.ndim)
     return jnp.reshape(y, lead + y.shape[1:])
 
 

@@ -30,6 +30,19 @@ def result_dtype(*args: Any, dtype: Any = None) -> Any:
     return nn.dtypes.canonicalize_dtype(*args, dtype=dtype)
 
 
+def promote(*args: Any) -> list:
+  """`args` cast to their common dtype under JAX's standard rules (ints stay ints, bfloat16
+  with float32 gives float32): Trax's element-wise layers rely on that promotion.
+
+  ```python
+  promote(jnp.ones(2, jnp.bfloat16), jnp.ones(2))   # both float32
+  ```
+  """
+  with jax.numpy_dtype_promotion("standard"):
+    dtype = jnp.result_type(*args)
+  return [jnp.asarray(a, dtype) for a in args]
+
+
 def at_least_float32(x: Any) -> Any:
   """The dtype of `x` promoted to at least float32: bfloat16 and ints -> float32."""
   with jax.numpy_dtype_promotion("standard"):

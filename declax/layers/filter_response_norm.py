@@ -8,11 +8,14 @@ tl.Serial(tl.Conv(8, (3, 3)), tl.FilterResponseNorm(), tl.ThresholdedLinearUnit(
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
+from declax.layers.dtypes import promote_dtype
 
 
 class FilterResponseNorm(Layer):
@@ -39,10 +42,12 @@ class FilterResponseNorm(Layer):
                        f"positive, got {self.init_epsilon} and {self.init_learnt_epsilon}")
     super().__post_init__()
 
+  def contract(self, x):
+    chex.assert_shape(x, (None, None, ..., None), exception_type=ValueError, custom_message=(
+        f"expects inputs (batch, spatial..., channels), got {describe([x])}"))
+
   @nn.compact
   def forward(self, x):
-    if jnp.ndim(x) < 3:
-      raise ValueError(f"expects inputs (batch, spatial..., channels), got {describe([x])}")
     channels = x.shape[-1]
     gamma = self.param("gamma", nn.initializers.ones, (channels,))
     beta = self.param("beta", nn.initializers.zeros, (channels,))
@@ -50,7 +55,9 @@ class FilterResponseNorm(Layer):
     if self.learn_epsilon:
       learnt = self.param("epsilon_l", nn.initializers.constant(self.init_learnt_epsilon), (1,))
       epsilon = epsilon + jnp.abs(learnt[0])
+    x, gamma, beta, epsilon = promote_dtype(x, gamma, beta, epsilon)  # Trax: standard promotion
     nu2 = jnp.mean(x**2, axis=tuple(range(1, x.ndim - 1)), keepdims=True)
+    gamma, beta = (jax.lax.broadcast_to_rank(p, x.ndim) for p in (gamma, beta))
     return gamma * (x / jnp.sqrt(nu2 + epsilon)) + beta
 
 

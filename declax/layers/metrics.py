@@ -20,7 +20,6 @@ import optax
 from declax.layers.base import Layer
 from declax.layers.core import ArgMax
 from declax.layers.dtypes import at_least_float32
-from declax.layers.metrics_extra import log_probs_cross_entropy, probs_binary_cross_entropy
 from declax.layers.stack import describe
 
 
@@ -38,6 +37,36 @@ def _weighted_mean(values, targets, weights):
   """`sum(values * weights) / sum(weights)`, weights broadcast to the targets' shape."""
   weights = jnp.broadcast_to(_float(weights), jnp.shape(targets))
   return jnp.sum(values * weights) / jnp.sum(weights)
+
+
+def log_probs_cross_entropy(log_probs, targets):
+  """`-sum(one_hot(targets) * log_probs, -1)` (Trax's `_CrossEntropy`): category ids of shape
+  `log_probs.shape[:-1]` (integer, or float as Trax allows), or target distributions of
+  `log_probs`' own shape (soft targets)."""
+  if jnp.result_type(targets) == jnp.bool_:  # (chex states required dtypes, not excluded ones)
+    raise TypeError("targets must be class ids (integer or float) or target distributions, "
+                    f"got {describe([targets])}")
+  if jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs):
+    distribution = _float(targets)
+  else:
+    chex.assert_shape(targets, jnp.shape(log_probs)[:-1], exception_type=ValueError,
+                      custom_message=(
+        f"targets {describe([targets])} must have the shape of model_output "
+        f"{describe([log_probs])} without its last (class) axis"))
+    # Trax's one_hot: float ids compare equal to their integer class (jax.nn.one_hot wants ints)
+    targets = jnp.asarray(targets)
+    classes = jax.lax.broadcasted_iota(targets.dtype, (*targets.shape, log_probs.shape[-1]),
+                                       targets.ndim)
+    distribution = (targets[..., None] == classes).astype(jnp.float32)
+  return -jnp.sum(_float(log_probs) * distribution, axis=-1)
+
+
+def probs_binary_cross_entropy(probs, targets):
+  """Trax's `_BinaryCrossEntropy`: `-(t log p + (1 - t) log(1 - p))` summed, over the batch
+  size (axis 0), on probabilities `p` of the targets' shape."""
+  _same_shape(probs, targets)
+  p, t = _float(probs), _float(targets)
+  return -jnp.sum(t * jnp.log(p) + (1 - t) * jnp.log(1 - p)) / p.shape[0]
 
 
 def _category_cross_entropy(model_output, targets, label_smoothing):
@@ -172,14 +201,9 @@ class WeightedCategoryAccuracy(_Categorical):
     return _weighted_mean(_accuracy_values(model_output, targets), targets, weights)
 
 
-class Accuracy(_Metric):
-  """Weighted accuracy of `classifier(model_output)` (default `ArgMax()`) against targets.
-
-  ```python
-  tl.Accuracy().apply({}, (logits, targets, weights))
-  tl.Accuracy(classifier=tl.Fn('Threshold', lambda x: (x[..., 0] > 0).astype(jnp.int32)))
-  ```
-  """
+class Classified(_Metric):
+  """Base of metrics on `classifier(model_output)` (default `ArgMax()`), `(model_output,
+  targets, weights) -> scalar`; prints without its classifier (`Accuracy_in3`), as in Trax."""
 
   classifier: Layer | None = None
   n_in = 3
@@ -191,12 +215,26 @@ class Accuracy(_Metric):
 
   @property
   def sublayers(self) -> tuple:
-    return ()  # printed as `Accuracy_in3`, as in Trax
+    return ()
 
-  def forward(self, model_output, targets, weights):
+  def correct(self, model_output, targets):
+    """1.0 where the classifier's prediction equals the target, else 0.0 (float32)."""
     (predictions,) = self.call_child(self.classifier, [model_output])
     _same_shape(predictions, targets)
-    return _weighted_mean((predictions == targets).astype(jnp.float32), targets, weights)
+    return (predictions == targets).astype(jnp.float32)
+
+
+class Accuracy(Classified):
+  """Weighted accuracy of `classifier(model_output)` (default `ArgMax()`) against targets.
+
+  ```python
+  tl.Accuracy().apply({}, (logits, targets, weights))
+  tl.Accuracy(classifier=tl.Fn('Threshold', lambda x: (x[..., 0] > 0).astype(jnp.int32)))
+  ```
+  """
+
+  def forward(self, model_output, targets, weights):
+    return _weighted_mean(self.correct(model_output, targets), targets, weights)
 
 
 class BinaryCrossEntropyLoss(_Metric):

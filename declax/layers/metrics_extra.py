@@ -12,59 +12,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from declax.layers.base import Layer, describe
-from declax.layers.core import ArgMax
-from declax.layers.dtypes import at_least_float32
-
-
-def _float(x):
-  return jnp.asarray(x).astype(at_least_float32(x))
-
-
-def _same_shape(model_output, targets) -> None:
-  if jnp.shape(model_output) != jnp.shape(targets):
-    raise ValueError(f"model_output {describe([model_output])} and targets "
-                     f"{describe([targets])} must have the same shape")
-
-
-def _weighted_mean(values, weights):
-  """`sum(values * weights) / sum(weights)`, weights broadcast to the values' shape."""
-  try:
-    weights = jnp.broadcast_to(_float(weights), jnp.shape(values))
-  except ValueError:
-    raise ValueError(f"weights {describe([weights])} do not broadcast to the values' shape "
-                     f"{tuple(jnp.shape(values))}") from None
-  return jnp.sum(values * weights) / jnp.sum(weights)
-
-
-def log_probs_cross_entropy(log_probs, targets):
-  """`-sum(one_hot(targets) * log_probs, -1)` (Trax's `_CrossEntropy`): category ids of shape
-  `log_probs.shape[:-1]` (integer, or float as Trax allows), or target distributions of
-  `log_probs`' own shape (soft targets)."""
-  if jnp.result_type(targets) == jnp.bool_:
-    raise TypeError("targets must be class ids (integer or float) or target distributions, "
-                    f"got {describe([targets])}")
-  if jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs):
-    distribution = _float(targets)
-  elif jnp.ndim(log_probs) and jnp.shape(targets) == jnp.shape(log_probs)[:-1]:
-    # Trax's one_hot: float ids compare equal to their integer class (jax.nn.one_hot wants ints)
-    targets = jnp.asarray(targets)
-    classes = jax.lax.broadcasted_iota(targets.dtype, (*targets.shape, log_probs.shape[-1]),
-                                       targets.ndim)
-    distribution = (targets[..., None] == classes).astype(jnp.float32)
-  else:
-    raise ValueError(f"targets {describe([targets])} must have the shape of model_output "
-                     f"{describe([log_probs])} without its last (class) axis, i.e. "
-                     f"{tuple(jnp.shape(log_probs)[:-1])}")
-  return -jnp.sum(_float(log_probs) * distribution, axis=-1)
-
-
-def probs_binary_cross_entropy(probs, targets):
-  """Trax's `_BinaryCrossEntropy`: `-(t log p + (1 - t) log(1 - p))` summed, over the batch
-  size (axis 0), on probabilities `p` of the targets' shape."""
-  _same_shape(probs, targets)
-  p, t = _float(probs), _float(targets)
-  return -jnp.sum(t * jnp.log(p) + (1 - t) * jnp.log(1 - p)) / p.shape[0]
+from declax.layers.base import Layer
+from declax.layers.dtypes import promote
+from declax.layers.metrics import (
+  Classified,
+  _float,
+  _same_shape,
+  _weighted_mean,
+  log_probs_cross_entropy,
+  probs_binary_cross_entropy,
+)
+from declax.layers.metrics import _Metric as _WeightsBroadcast  # weights broadcast to targets
 
 
 class _Metric(Layer):
@@ -91,7 +49,7 @@ class MaskedSequenceAccuracy(_Metric):
     return jnp.mean(jnp.all(accurate, axis=-1).astype(jnp.float32))
 
 
-class SequenceAccuracy(_Metric):
+class SequenceAccuracy(Classified):
   """Fraction of sequences where `classifier(model_output)` (default `ArgMax()`) matches the
   targets at every position with positive weight (Trax's deprecated form of
   `MaskedSequenceAccuracy`).
@@ -101,22 +59,8 @@ class SequenceAccuracy(_Metric):
   ```
   """
 
-  classifier: Layer | None = None
-  n_in = 3
-
-  def __post_init__(self):
-    if self.classifier is None:
-      object.__setattr__(self, "classifier", ArgMax())
-    super().__post_init__()
-
-  @property
-  def sublayers(self) -> tuple:
-    return ()  # printed as `SequenceAccuracy_in3`, as in Trax
-
   def forward(self, model_output, targets, weights):
-    (predictions,) = self.call_child(self.classifier, [model_output])
-    _same_shape(predictions, targets)
-    not_correct = (1.0 - (predictions == targets).astype(jnp.float32)) * _float(weights)
+    not_correct = (1.0 - self.correct(model_output, targets)) * _float(weights)
     not_correct_seq = jnp.sum(not_correct, axis=tuple(range(1, not_correct.ndim)))
     return jnp.mean(1.0 - jnp.minimum(1.0, not_correct_seq))
 
@@ -157,7 +101,8 @@ class SmoothL1Loss(_Metric):
 def _f_scores(model_output, targets, beta: float, first: int):
   """Per-category F-scores and target counts for categories `first .. n - 1`."""
   predictions = jnp.argmax(model_output, axis=-1)
-  categories = jnp.arange(first, model_output.shape[-1])
+  categories = jax.lax.broadcast_to_rank(jnp.arange(first, model_output.shape[-1]),
+                                         predictions.ndim + 1)
   predicted = predictions[..., None] == categories
   actual = jnp.asarray(targets)[..., None] == categories
   axes = tuple(range(predicted.ndim - 1))
@@ -202,7 +147,7 @@ class WeightedFScore(_Metric):
 
   def forward(self, model_output, targets):
     scores, counts = _f_scores(model_output, targets, self.beta, self.initial_category_index)
-    return jnp.average(scores, weights=counts)
+    return jnp.average(scores, weights=counts.astype(scores.dtype))
 
 
 class WeightedSum(_Metric):
@@ -214,7 +159,7 @@ class WeightedSum(_Metric):
   """
 
   def forward(self, values, weights):
-    return jnp.sum(values * weights)
+    return jnp.sum(jnp.multiply(*promote(values, weights)))
 
 
 class CrossEntropySum(_Metric):
@@ -228,7 +173,7 @@ class CrossEntropySum(_Metric):
   n_in = 3
 
   def forward(self, model_output, targets, weights):
-    return jnp.sum(log_probs_cross_entropy(model_output, targets) * weights)
+    return jnp.sum(log_probs_cross_entropy(model_output, targets) * _float(weights))
 
 
 class BinaryCrossEntropySum(_Metric):
@@ -243,7 +188,7 @@ class BinaryCrossEntropySum(_Metric):
   n_in = 3
 
   def forward(self, model_output, targets, weights):
-    return jnp.sum(probs_binary_cross_entropy(model_output, targets) * weights)
+    return jnp.sum(probs_binary_cross_entropy(model_output, targets) * _float(weights))
 
 
 __all__ = [
@@ -253,7 +198,7 @@ __all__ = [
 ]
 
 
-class SigmoidBinaryCrossEntropyLoss(_Metric):
+class SigmoidBinaryCrossEntropyLoss(_WeightsBroadcast):
   """Weighted mean binary cross-entropy of *logits* against 0/1 targets (declax's own; Trax's
   `BinaryCrossEntropyLoss` takes probabilities). `model_output` has the targets' shape, or that
   shape plus a trailing axis of size 1.
@@ -270,4 +215,4 @@ class SigmoidBinaryCrossEntropyLoss(_Metric):
       model_output = model_output[..., 0]
     _same_shape(model_output, targets)
     values = optax.sigmoid_binary_cross_entropy(_float(model_output), _float(targets))
-    return _weighted_mean(values, weights)
+    return _weighted_mean(values, targets, weights)

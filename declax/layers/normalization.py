@@ -54,8 +54,9 @@ class LayerNorm(Layer):
   param_dtype: Any = jnp.float32
 
   def contract(self, x):
-    if jnp.ndim(x) == 0:  # (chex has no lower bound on the rank)
-      raise ValueError(f"expects inputs of shape (..., d), got a scalar {describe([x])}")
+    chex.assert_shape(x, (..., None), exception_type=ValueError,
+                      custom_message=f"expects inputs of shape (..., d), got a scalar "
+                      f"{describe([x])}")
     for name in ("scale", "bias"):
       stored = stored_param_shape(self, name)
       if stored is not None:
@@ -133,21 +134,26 @@ class BatchNorm(Layer):
       raise ValueError(f"BatchNorm: axis must be distinct axes to normalise over, got {axis}")
     super().__post_init__()
 
-  @nn.compact
-  def forward(self, x):
-    rank = jnp.ndim(x)
-    if any(not -rank <= a < rank for a in self.axis):
-      raise ValueError(f"BatchNorm(axis={self.axis}) normalises over axes that an input of rank "
-                       f"{rank} ({describe([x])}) does not have")
-    reduced = tuple(sorted(a % rank for a in self.axis))
-    if len(set(reduced)) != len(reduced):
-      raise ValueError(f"BatchNorm: axis={self.axis} names the same axis twice for rank {rank}")
+  def contract(self, x):
+    min_rank = max(a + 1 if a >= 0 else -a for a in self.axis)
+    chex.assert_shape(x, (...,) + (None,) * min_rank, exception_type=ValueError, custom_message=(
+        f"BatchNorm(axis={self.axis}) normalises over axes that an input of rank {jnp.ndim(x)} "
+        f"({describe([x])}) does not have"))
+    reduced = tuple(sorted(a % jnp.ndim(x) for a in self.axis))
+    chex.assert_equal(len(set(reduced)), len(reduced), exception_type=ValueError, custom_message=(
+        f"BatchNorm: axis={self.axis} names the same axis twice for rank {jnp.ndim(x)}"))
     kept = tuple(d for i, d in enumerate(x.shape) if i not in reduced)
     for name in ("scale", "bias"):
       stored = stored_param_shape(self, name)
-      if stored is not None and stored != kept:
-        raise ValueError(f"input {describe([x])} normalised over axes {reduced} leaves "
-                         f"features of shape {kept}, but '{name}' has shape {stored}")
+      if stored is not None:
+        chex.assert_equal(stored, kept, exception_type=ValueError, custom_message=(
+            f"input {describe([x])} normalised over axes {reduced} leaves features of shape "
+            f"{kept}, but '{name}' has shape {stored}"))
+
+  @nn.compact
+  def forward(self, x):
+    reduced = tuple(sorted(a % x.ndim for a in self.axis))
+    kept = tuple(d for i, d in enumerate(x.shape) if i not in reduced)
     params = _affine_params(self, kept, self.param_axes)
     stats_dtype = jnp.float32
     running_mean = self.variable("batch_stats", "mean", jnp.zeros, kept, stats_dtype)
@@ -157,9 +163,9 @@ class BatchNorm(Layer):
     n_batches = None
     if self.has_variable("batch_stats", "n_batches") or self.is_mutable_collection("batch_stats"):
       n_batches = self.variable("batch_stats", "n_batches", lambda: jnp.zeros((), jnp.int32))
-    if running_mean.value.shape != kept:
-      raise ValueError(f"input {describe([x])} leaves features of shape {kept}, but the running "
-                       f"statistics have shape {running_mean.value.shape}")
+    chex.assert_shape(running_mean.value, kept, exception_type=ValueError, custom_message=(
+        f"input {describe([x])} leaves features of shape {kept}, but the running statistics "
+        f"have shape {running_mean.value.shape}"))
 
     def broadcast(value):  # (kept...) -> rank of x, with 1s on the reduced axes
       return jnp.expand_dims(value, reduced)

@@ -17,6 +17,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,11 +48,13 @@ def _broadcasting(fn: Callable) -> Callable:
   return wrapped
 
 
-def _check_3d(x) -> jax.Array:
-  """`x` as a JAX array (float64 inputs become float32 quietly, as JAX does by default)."""
-  if x.ndim != 3:
-    raise ValueError(f"expects inputs of shape (batch, length, d_feature), got {describe([x])}")
-  return jnp.asarray(x)
+class _OnSequences(Layer):
+  """Base of the position encodings: inputs `(batch, length, d_feature)`, taken as JAX arrays
+  (`jnp.asarray`: float64 NumPy inputs become float32, as JAX does by default)."""
+
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError, custom_message=(
+        f"expects inputs of shape (batch, length, d_feature), got {describe([x])}"))
 
 
 def _position_cache(module: nn.Module, length: int, shape: tuple = ()) -> jax.Array:
@@ -73,7 +76,7 @@ def _check_dropout(owner: str, rate: float) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-class AxialPositionalEncoding(Layer):
+class AxialPositionalEncoding(_OnSequences):
   """Learned position embeddings factored over the axes of `shape` (Reformer's axial encoding).
 
   Position `p` of a sequence is read as a multi-index into `shape` (row-major); axis `i` has its
@@ -119,14 +122,18 @@ class AxialPositionalEncoding(Layer):
       parts.append(jnp.broadcast_to(emb.reshape(*view, depth), self.shape + (depth,)))
     return jnp.concatenate(parts, axis=-1).reshape(self.max_len, d_feature)
 
+  def contract(self, x):
+    super().contract(x)
+    chex.assert_axis_dimension_lteq(x, 1, self.max_len, exception_type=AxialShapeError,
+                                    custom_message=(
+        f"AxialPositionalEncoding: sequence length {x.shape[1]} exceeds prod(shape={self.shape}) "
+        f"= {self.max_len}"))
+
   @nn.compact
   @_broadcasting
   def forward(self, x):
-    x = _check_3d(x)
+    x = jnp.asarray(x)
     length = x.shape[1]
-    if length > self.max_len:
-      raise AxialShapeError(f"AxialPositionalEncoding: sequence length {length} exceeds "
-                            f"prod(shape={self.shape}) = {self.max_len}")
     table = self.table(x.shape[2]).astype(x.dtype)
     if self.mode == "predict":
       start = _position_cache(self, length)
@@ -145,7 +152,7 @@ class AxialPositionalEncoding(Layer):
 # ------------------------------------------------------------------------------------------------
 
 
-class SinCosPositionalEncoding(Layer):
+class SinCosPositionalEncoding(_OnSequences):
   """Sinusoids `[sin | cos]` of the positions, starting at a random offset in training.
 
   In `'train'` mode the positions start at a random offset below `add_offset`, except one time
@@ -171,7 +178,7 @@ class SinCosPositionalEncoding(Layer):
   @nn.compact
   @_broadcasting
   def forward(self, x):
-    x = _check_3d(x)
+    x = jnp.asarray(x)
     length, d = x.shape[1], x.shape[2]
     if self.mode == "predict":
       return x + self.sincos(_position_cache(self, length), length, d)[..., :d].astype(x.dtype)
@@ -187,7 +194,7 @@ class SinCosPositionalEncoding(Layer):
     return x + emb
 
 
-class FixedBasePositionalEncoding(Layer):
+class FixedBasePositionalEncoding(_OnSequences):
   """Positions written in several number bases; each digit scales a learned vector.
 
   For each base `b` in `bases`, the `n_digits` digits of the position in base `b` multiply
@@ -210,7 +217,7 @@ class FixedBasePositionalEncoding(Layer):
   @nn.compact
   @_broadcasting
   def forward(self, x):
-    x = _check_3d(x)
+    x = jnp.asarray(x)
     batch, length, d_feature = x.shape
     if d_feature % self.n_digits:
       raise ValueError(f"FixedBasePositionalEncoding: d_feature {d_feature} must be divisible "
@@ -269,7 +276,7 @@ def _time_bin_features(t: jax.Array, bin_length: int) -> jax.Array:
   return jnp.stack([1 / (1 + inter), intra / bin_length, (inter % 2).astype(jnp.float32)], -1)
 
 
-class InfinitePositionalEncoding(Layer):
+class InfinitePositionalEncoding(_OnSequences):
   """Position encodings for unbounded lengths: cosines of slowly drifting random-walk phases.
 
   Feature pairs rotate at geometrically spaced frequencies; their phases drift by a fixed
@@ -310,7 +317,7 @@ class InfinitePositionalEncoding(Layer):
   @nn.compact
   @_broadcasting
   def forward(self, x):
-    x = _check_3d(x)
+    x = jnp.asarray(x)
     batch, length, depth = x.shape
     half = (depth + 1) // 2
     phase = 0.0
@@ -336,7 +343,7 @@ class InfinitePositionalEncoding(Layer):
     return x + emb.astype(x.dtype)
 
 
-class TimeBinPositionalEncoding(Layer):
+class TimeBinPositionalEncoding(_OnSequences):
   """Writes three time-bin features into the last three channels (replacing them):
   `1 / (1 + bin)`, the fraction through the bin, and the bin's parity.
 
@@ -352,7 +359,7 @@ class TimeBinPositionalEncoding(Layer):
   @nn.compact
   @_broadcasting
   def forward(self, x):
-    x = _check_3d(x)
+    x = jnp.asarray(x)
     batch, length, depth = x.shape
     if self.mode == "predict":
       t = _position_cache(self, length, (batch,))[:, None] + jnp.arange(length)[None]
@@ -385,7 +392,7 @@ def rotate(x: jax.Array) -> jax.Array:
   return (x * jnp.cos(emb) + rotated * jnp.sin(emb)).astype(x.dtype)
 
 
-class Rotate(Layer):
+class Rotate(_OnSequences):
   """The rotary position embedding as a layer (`rotate`), prints as `Rotate`.
 
   ```python
@@ -394,6 +401,5 @@ class Rotate(Layer):
   """
 
   def forward(self, x):
-    x = _check_3d(x)
-    return rotate(x)
+    return rotate(jnp.asarray(x))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -126,10 +127,10 @@ class PredictMemory:
                             x.dtype) for name, x in zip(names[:len(items)], items, strict=True)]
     end_var = module.variable("cache", "mem_end", lambda: jnp.zeros((), jnp.int32))
     initializing = module.is_initializing()
-    if mems[0].value.shape[0] != batch:
-      raise PredictMemoryError(f"{self.layer}: the memory holds {mems[0].value.shape[0]} rows but "
-                               f"this call has {batch}; initialize the predict-mode model with "
-                               "the decoding batch size")
+    chex.assert_axis_dimension(mems[0].value, 0, batch, exception_type=PredictMemoryError,
+                               custom_message=(
+        f"{self.layer}: the memory holds {mems[0].value.shape[0]} rows but this call has {batch}; "
+        "initialize the predict-mode model with the decoding batch size"))
     end = end_var.value
     if length <= self.max_small_call and length < self.mem_len:
       if self.drop_len is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import chex
 import jax.numpy as jnp
 
 from declax.layers.activations import Sigmoid, Tanh
@@ -29,6 +30,7 @@ from declax.layers.combinators import (
 from declax.layers.control_flow import Scan
 from declax.layers.convolution import Conv
 from declax.layers.core import Dense, Dropout
+from declax.layers.dtypes import promote
 
 
 class MakeZeroState(Layer):
@@ -41,10 +43,12 @@ class MakeZeroState(Layer):
 
   depth_multiplier: int = 1
 
+  def contract(self, x):
+    chex.assert_rank(x, 3, exception_type=ValueError, custom_message=(
+        "MakeZeroState expects a rank 3 input (batch_size, sequence_length, feature_depth), got "
+        f"{describe([x])}"))
+
   def forward(self, x):
-    if jnp.ndim(x) != 3:
-      raise ValueError("MakeZeroState expects a rank 3 input (batch_size, sequence_length, "
-                       f"feature_depth), got {describe([x])}")
     return jnp.zeros((x.shape[0], self.depth_multiplier * x.shape[-1]), jnp.float32)
 
 
@@ -95,6 +99,11 @@ def _inner_sru_cell(x_times_one_minus_f, f, state):
   return new, new
 
 
+def _final_sru_gate(c, r, x):
+  c, r, x = promote(c, r, x)  # bfloat16 inputs meet float32 gates: Trax's standard promotion
+  return c * r + x * (1 - r) * (3**0.5)
+
+
 class SRU(Layer):
   """Simple recurrent unit (arXiv:1709.02755) over `(batch, length, n_units)`:
   `y, f, r = Dense(3 n)(x)` split, `c_t = f_t c_{t-1} + (1 - f_t) y_t` (a `Scan` over the
@@ -123,7 +132,7 @@ class SRU(Layer):
           Scan(Fn("InnerSRUCell", _inner_sru_cell, n_out=2), axis=1, mode=self.mode),
           Select([0], n_in=2),                                     # c, r, x
           self.activation if self.activation is not None else [],
-          Fn("FinalSRUGate", lambda c, r, x: c * r + x * (1 - r) * (3**0.5)),
+          Fn("FinalSRUGate", _final_sru_gate),
       ))
     super().__post_init__()
 

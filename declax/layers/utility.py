@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from declax.layers.base import Layer
+from declax.layers.control_flow import SameArityAsLayer
 
 SUMMARIES = "summaries"
 
@@ -207,7 +208,7 @@ class FlattenList(Layer):
     return tuple(_deep_flatten(xs))
 
 
-class Cache(Layer):
+class Cache(SameArityAsLayer):
   """Runs `layer` once and returns its first outputs on every later call.
 
   The outputs are kept in the `'cache'` collection (`outputs`, and `filled`); apply with
@@ -222,14 +223,6 @@ class Cache(Layer):
   """
 
   layer: Layer | None = None
-
-  @property
-  def n_in(self) -> int:
-    return self.layer.n_in
-
-  @property
-  def n_out(self) -> int:
-    return self.layer.n_out
 
   @nn.compact
   def forward(self, *xs):

@@ -152,7 +152,8 @@ def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation | Seq
       boxed_params = jax.tree_util.tree_map_with_path(load, boxed_params, is_leaf=_is_box)
     params = nn.unbox(boxed_params)
     if heads is None:
-      opt_state = box_like_params(optimizer.init(params), boxed_params)
+      with jax.numpy_dtype_promotion("standard"):  # optax schedules mix dtypes (see step.py)
+        opt_state = box_like_params(optimizer.init(params), boxed_params)
       return TrainState(step=jnp.zeros((), jnp.int32), params=boxed_params, opt_state=opt_state,
                         model_state=variables, rng=train_rng)
     head_params, opt_states = {}, []
@@ -160,7 +161,8 @@ def make_init_fn(model: nn.Module, optimizer: optax.GradientTransformation | Seq
       head_params[str(i)] = _init_head(model, {"params": params, **variables}, head,
                                        jax.random.fold_in(params_rng, i + 1))
       both = (boxed_params, head_params[str(i)])
-      opt_states.append(box_like_params(tx.init(nn.unbox(both)), both))
+      with jax.numpy_dtype_promotion("standard"):
+        opt_states.append(box_like_params(tx.init(nn.unbox(both)), both))
     return TrainState(step=jnp.zeros((), jnp.int32), params=boxed_params,
                       opt_state=tuple(opt_states), model_state=variables, rng=train_rng,
                       heads=head_params)

@@ -184,11 +184,15 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
     if task is None:
       grads, trained = grads[0], trained[0]
     extra = {"value": loss} if takes_extra_args(optimizer) else {}
-    param_updates, opt_state = optimizer.update(grads, opt_state, trained, **extra)
+    # optax mixes dtypes (Adam's bias correction `1 - decay**count`, a Python float to an int32
+    # power, optax/tree_utils/_tree_math.py:449; its schedules' `count / decay_steps`): standard
+    # promotion for optax alone; the model and loss above run under the caller's (strict in tests).
+    with jax.numpy_dtype_promotion("standard"):
+      param_updates, opt_state = optimizer.update(grads, opt_state, trained, **extra)
+      lr = current_learning_rate(opt_state)
+      if lr is None:  # NaN marks "unknown" (a plain optax optimizer, no schedule): the Loop
+        lr = lr_schedule(state.step) if lr_schedule is not None else jnp.nan  # leaves it out
     trained = optax.apply_updates(trained, param_updates)
-    lr = current_learning_rate(opt_state)
-    if lr is None:  # NaN marks "unknown" (a plain optax optimizer, no schedule): the Loop
-      lr = lr_schedule(state.step) if lr_schedule is not None else jnp.nan  # leaves it out
     if task is None:
       new_state = state.replace(params=trained, opt_state=opt_state)
     else:
@@ -217,7 +221,8 @@ def with_running_metrics(train_step: Callable) -> Callable:
   they stay on the device in constant memory, in the same jitted call."""
   def step(state: TrainState, running: Running, batch: Batch) -> tuple[TrainState, Running]:
     state, metrics, *ids = train_step(state, batch)
-    return state, accumulate(running, state.step, metrics, *ids)
+    with jax.numpy_dtype_promotion("standard"):  # clu's Average divides by an int32 count
+      return state, accumulate(running, state.step, metrics, *ids)  # (clu/metrics.py:739)
 
   return step
 

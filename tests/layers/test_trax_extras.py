@@ -99,7 +99,7 @@ def test_locally_connected_matches_a_loop():
   x = jax.random.normal(KEY, (2, 6, 4))
   variables = layer.init(KEY, x)
   w, b = variables["params"]["kernel"], variables["params"]["bias"]
-  expected = np.stack([sum(x[:, o + 2 - i] @ w[o + 2 - i, i] for i in range(3)) + b[o]
+  expected = np.stack([sum(x[:, o + 2 - i] @ w[o + 2 - i, i] for i in range(3)) + b[None, o]
                        for o in range(4)], axis=1)
   np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
 
@@ -167,3 +167,44 @@ def test_assert_shape_decorates_functions_and_classes():
 
   with pytest.raises(tl.LayerError, match="ShapeAssertionError"):
     Double().apply({}, X)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer, shape", [
+    (tl.FilterResponseNorm(learn_epsilon=True), (2, 4, 4, 3)),
+    (tl.CausalConv(5), (2, 5, 4)),
+    (tl.CausalDepthwiseConv(), (2, 5, 4)),
+    (tl.LocallyConnected1d(3, 3, padding="SAME"), (2, 5, 4)),
+    (tl.ConvTranspose(3, (3, 3)), (2, 4, 4, 3)),
+    (tl.SRU(4), (2, 5, 4)),
+    (tl.GeneralGRUCell(lambda: tl.Dense(4)), (3, 4)),
+], ids=lambda v: getattr(v, "label", None) or "x".join(map(str, v)))
+def test_bfloat16_inputs_meet_float32_weights_as_in_trax(layer, shape):
+  # Trax promotes with JAX's standard rules; declax casts explicitly (the tests run strict).
+  x = jax.random.normal(KEY, shape).astype(jnp.bfloat16)
+  variables = layer.init(KEY, x)
+  assert layer.apply(variables, x, rngs={"dropout": KEY}).dtype == jnp.float32
+
+
+def test_masks_and_weights_of_other_dtypes():
+  mask = jnp.ones((2, 1, 1, 5), bool)
+  out = tl.EncoderDecoderMask().apply({}, (X[:, :3], mask))
+  assert out.dtype == jnp.float32 and out.shape == (2, 1, 3, 5)
+  values, weights = jnp.array([1.0, 2.0], jnp.bfloat16), jnp.array([1, 0])
+  assert tl.WeightedSum().apply({}, (values, weights)) == 1.0
+  logits = jnp.array([[[2.0, 0.0], [0.0, 2.0]]])
+  assert tl.WeightedFScore().apply({}, (logits, jnp.array([[0, 1]]))) == 1.0
+
+
+@pytest.mark.parametrize("layer, inputs, message", [
+    (tl.ConvTranspose(3, (3, 3)), jnp.ones((4, 4, 2)), r"assert_shape.*\(batch, 2 spatial axes"),
+    (tl.FilterResponseNorm(), jnp.ones((4, 2)), r"assert_shape.*\(batch, spatial\.\.\., channels"),
+    (tl.LocallyConnected1d(3, 3), jnp.ones(4), r"assert_shape.*\(\.\.\., length, d\)"),
+    (tl.SplitIntoHeads(3), jnp.ones((2, 5, 4)), r"assert_is_divisible.*\(4\) is not a multiple"),
+    (tl.MergeHeads(3), jnp.ones((4, 5, 2)), r"assert_is_divisible.*leading dimension \(4\)"),
+    (tl.EncoderDecoderMask(), (jnp.ones((2, 3)), jnp.ones((2, 1, 1, 3))), r"assert_rank.*d_model"),
+], ids=["ConvTranspose", "FilterResponseNorm", "LocallyConnected1d", "SplitIntoHeads",
+        "MergeHeads", "EncoderDecoderMask"])
+def test_contracts_are_checked_with_chex_before_the_layer_runs(layer, inputs, message):
+  with pytest.raises(tl.LayerError, match=f"ValueError: \\[Chex\\] Assertion {message}"):
+    layer.init(KEY, inputs)

@@ -9,7 +9,8 @@ CATALOGUE: dict[str, str] = {
   # ---- Layers ---------------------------------------------------------------------------------
     "L1": "[input f32[2,5] has 5 features on its last axis, but the kernel is f32[3,4] (inputs "
           "(..., 3))]",
-    "L2": "Dense_4: ValueError: expects inputs of shape (..., d_in), got a scalar f32[]",
+    "L2": "input 0 has shape () but expected (..., None). [expects inputs of shape (..., d_in), "
+          "got a scalar f32[]]",
     "L3": "Dense_4: TypeError: stack item 0 has dtype <U1 (str32[1,3]); layers take arrays of "
           "numbers or booleans",
     "L4": "[expects inputs of rank 4 (batch, height, width, channels) for a 2-D window, got "
@@ -37,8 +38,8 @@ CATALOGUE: dict[str, str] = {
     "L20": "Select[0,2]: ValueError: Select[0,2]_in3_out2 got 2 input(s), expects 3",
     "L21": "Cond: branches differ in arity: true Dup_out2 is 1->2, false the identity "
            "(false=None) is 1->1",
-    "L22": "Cond: TypeError: Cond: the condition Positive must return a boolean scalar, got "
-           "float32[]",
+    "L22": "input 0 has type float32 but expected bool. [Cond: the condition Positive must "
+           "return a boolean scalar, got float32[]]",
     "L23": "Fn 'F': argument 'y' has a default value; use functools.partial or a closure to fix "
            "it instead",
     "L24": "F: ValueError: F_out2 returned 1 output(s), but n_out is 2",
@@ -202,8 +203,8 @@ CATALOGUE: dict[str, str] = {
            "and 0.0001",
     "TL5": "Bad_in2.backward returned 1 input gradient(s) for 2 input(s); return one per input, "
            "packaged like the inputs (a bare array for one)",
-    "TL6": "MakeZeroState: ValueError: MakeZeroState expects a rank 3 input (batch_size, "
-           "sequence_length, feature_depth), got f32[2,3]",
+    "TL6": "input 0 has rank 2 (shape (2, 3)) but expected 3. [MakeZeroState expects a rank 3 "
+           "input (batch_size, sequence_length, feature_depth), got f32[2,3]]",
   # ---- Accelerators (mixed precision, attention) ---------------------------------------------
     "A1": "config.dtype='bf16' is not a compute dtype; did you mean bfloat16? (use one of float32, "
           "bfloat16, float16; parameters stay float32 whatever it is)",
