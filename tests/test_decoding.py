@@ -9,6 +9,7 @@ import pytest
 import declax.layers as tl
 from declax import decoding
 from declax.models import MLP, RNNLM, Transformer, TransformerLM
+from tests.reliability.catalogue import CATALOGUE
 
 V = 13
 TINY = dict(d_model=16, d_ff=32, n_heads=2, max_len=24, dropout=0.1)
@@ -269,8 +270,9 @@ def test_prompt_beyond_the_context_names_both_numbers():
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))
   with pytest.raises(decoding.ContextLengthError,
                      match=r"needs 30 positions \(start token \+ prompt of 10 \+ max_length 20 "
-                           r"- 1\).* is 24.*max_length to 14"):
+                           r"- 1\).* is 24.*max_length to 14") as info:
     decoding.autoregressive_sample(model, variables, tokens((1, 10)), max_length=20)
+  assert CATALOGUE["TX13"] in str(info.value)
   with pytest.raises(decoding.ContextLengthError, match="is 24"):
     decoding.autoregressive_sample(model, variables, tokens((1, 10)), max_length=20,
                                    accelerate=False)
