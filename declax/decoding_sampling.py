@@ -91,7 +91,6 @@ def _sample(model: nn.Module, variables: dict, prefix: jax.Array, inputs: jax.Ar
   return jax.lax.while_loop(cond, body, state)[3]
 
 
-
 def autoregressive_sample_stream(model: nn.Module, variables: Mapping, inputs: Any = None,
                                  batch_size: int | None = None, temperature: float = 1.0,
                                  start_id: int = 0, accelerate: bool = True,

@@ -216,7 +216,8 @@ def test_beam_search_runs_the_encoder_once(monkeypatch):
 
   def counting(self, x):  # one callback per executed encoder pass (init only traces shapes)
     if not self.is_initializing():
-      jax.debug.callback(lambda: calls.append(1))
+      rows = x.shape[0]
+      jax.debug.callback(lambda: calls.append(rows))
     return original(self, x)
 
   monkeypatch.setattr(transformer.EncoderPositionalEncoding, "forward", counting)
@@ -226,12 +227,13 @@ def test_beam_search_runs_the_encoder_once(monkeypatch):
   seqs, scores = decoding.beam_search(model, variables, src, max_length=6, beam_size=3,
                                       eos_id=None)
   jax.effects_barrier()
-  assert len(calls) == 1
+  assert calls == [2]  # once per input: 2 rows, not once per beam (2 * 3 rows)
   calls.clear()
   slow_seqs, slow_scores = decoding.beam_search(_seq2seq(cache=False), variables, src,
                                                 max_length=6, beam_size=3, eos_id=None)
   jax.effects_barrier()
-  assert len(calls) == 7  # without the cache: the first call and each of the 6 loop steps
+  # Without the cache: the first call (once per input) and each of the 6 loop steps (per beam).
+  assert calls == [2] + [6] * 6
   np.testing.assert_array_equal(seqs, slow_seqs)
   np.testing.assert_allclose(scores, slow_scores, rtol=1e-5)
 
