@@ -42,6 +42,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from tests.subprocess_utils import explain_abort, fake_device_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small enough that a missing or dead peer ends a test in seconds, large enough for 2 slow cores.
@@ -85,8 +87,7 @@ def worker_env(n_devices: int = 1, extra: Mapping[str, str] | None = None) -> di
       [f for f in env.get("XLA_FLAGS", "").split()
        if not f.startswith(("--xla_force_host_platform_device_count",
                             "--xla_cpu_collective_call_terminate_timeout_seconds"))]
-      + [f"--xla_force_host_platform_device_count={n_devices}",
-         "--xla_cpu_collective_call_terminate_timeout_seconds=600"])  # loaded machines
+      + [fake_device_flags(n_devices)])  # (the timeout raised: loaded machines)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -136,6 +137,7 @@ class Workers:
     command = [sys.executable, "-u"] + ([script] if is_file else ["-c", textwrap.dedent(script)])
     envs = env if isinstance(env, Sequence) else [env or {}] * n_processes
     self.procs: list[subprocess.Popen] = []
+    self._n_devices = n_devices
     self._out: list[tuple[str, str]] = []
     try:
       for i in range(n_processes):
@@ -163,7 +165,8 @@ class Workers:
     """What worker `process` wrote so far (returncode None-safe: -1 while it runs)."""
     out, err = self._out[process]
     code = self.procs[process].poll()
-    return WorkerResult(-1 if code is None else code, _read(out), _read(err))
+    return WorkerResult(-1 if code is None else code, _read(out),
+                        explain_abort(_read(err), self._n_devices))
 
   def wait_for_output(self, text: str, process: int = 0, timeout: float = 60) -> None:
     """Blocks until worker `process` has printed `text` to stdout; fails if it exits first or

@@ -26,7 +26,8 @@ import jax
 
 from declax.training.config_schema import ConfigError
 
-__all__ = ["EarlyStopping", "ProfileSteps", "TrainingStepCallback", "at_every", "never"]
+__all__ = ["EarlyStopping", "ProfileSteps", "TrainingStepCallback", "at_every", "make_callbacks",
+           "never"]
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +141,18 @@ class ProfileSteps(TrainingStepCallback):
     if self.active:
       jax.profiler.stop_trace()
       self.active = False
+
+
+def make_callbacks(loop: Any, factories: Any, profile_steps: Any,
+                   output_dir: str | None) -> list:
+  """The `Loop`'s callbacks: one per `loop -> callback` factory (or class), then `ProfileSteps`
+  for `profile_steps=(first, last)`, which traces into `output_dir/tensorboard`."""
+  callbacks = [make(loop) for make in (factories or [])]
+  if profile_steps is not None:
+    if output_dir is None:
+      raise ConfigError("profile_steps needs an output_dir (the trace goes to its "
+                        "tensorboard folder)")
+    first, last = profile_steps
+    callbacks.append(ProfileSteps(loop, int(first), int(last),
+                                  os.path.join(output_dir, "tensorboard")))
+  return callbacks

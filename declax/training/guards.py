@@ -30,6 +30,7 @@ import numpy as np
 from declax import sharding
 from declax.errors import DeclaxError
 from declax.training.config_schema import ConfigError
+from declax.training.id_checks import class_limit
 from declax.training.reporting import NonFiniteLossError
 from declax.training.step import run_model, run_on_stack
 
@@ -180,8 +181,9 @@ def check_eval_setup(eval_tasks: Sequence[Any], eval_steps: Sequence[Any], state
 
 def check_labels(model: nn.Module, variables: Any, batch: Sequence[Any], what: str) -> None:
   """`ConfigError` if the integer targets of `batch` (the item after the model's inputs) fall
-  outside the model's output classes (its last axis): labels >= n_classes, token ids >=
-  vocab_size. Only the first batch is looked at."""
+  outside the model's output classes (its last axis; 0/1 for a single output): labels >=
+  n_classes, token ids >= vocab_size. Only the first batch is looked at here, when the `Loop`
+  is built; the train and eval steps check every batch (`declax.training.id_checks`)."""
   batch = [np.asarray(x) for x in batch]
   if len(batch) <= model.n_in or batch[model.n_in].dtype.kind not in "iu":
     return
@@ -191,15 +193,17 @@ def check_labels(model: nn.Module, variables: Any, batch: Sequence[Any], what: s
     output = jax.eval_shape(lambda v, b: run_model(model, v, b)[0][0], variables, specs)
   except Exception:  # noqa: BLE001 - other checks (and the first step) name such failures
     return
-  if (not jnp.issubdtype(output.dtype, jnp.inexact) or output.ndim != targets.ndim + 1
-      or output.shape[-1] == 1 or targets.size == 0):  # (one logit: binary 0/1 targets)
+  limit = class_limit(output, targets)
+  if limit is None or targets.size == 0:
     return
-  n_classes, high = output.shape[-1], int(targets.max())
-  if high >= n_classes:  # (negative labels may be a dataset's "ignore" marker: left alone)
+  high = int(targets.max())
+  if high >= limit:  # (negative labels may be a dataset's "ignore" marker: left alone)
+    classes = (f"the model's {limit} classes" if output.shape[-1] > 1
+               else "the model's single output, a binary classifier")
     raise ConfigError(
-        f"the {what} data's targets hold {high}, outside the model's {n_classes} classes "
+        f"the {what} data's targets hold {high}, outside {classes} "
         f"(outputs {output.dtype}{list(output.shape)}; labels and token ids must be in [0, "
-        f"{n_classes})): set config.model.n_classes / vocab_size to at least {high + 1}, or "
+        f"{limit})): set config.model.n_classes / vocab_size to at least {high + 1}, or "
         "check the data's labels")
 
 

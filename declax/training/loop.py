@@ -9,30 +9,30 @@ loop.run(1000)        # resumes from /tmp/run/checkpoints if there is a checkpoi
 
 The loop always runs on a mesh (default: every device on `data`). The train state is created
 already sharded, and the step is one `jax.jit` with in/out shardings and a donated state, traced
-inside the mesh and the logical-axis rules. The sections below follow one run: setup, state
-(fresh or restored), the hot loop, metrics, evaluation, checkpoints and preemption.
+inside the mesh and the logical-axis rules. The sections below follow one run: setup, the hot
+loop, metrics, evaluation and checkpoints. Their parts live in modules of their own:
+`loop_setup` (output directory, state, compiled steps, checks before training), `loop_schedule`
+(which task trains, when to evaluate and save, the end of a run), `loop_data` (batches read
+ahead, checked and placed; data positions), `loop_reporting` (metrics fetched and written) and
+`loop_options` (the rarer settings).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
-from grain.experimental import ThreadPrefetchDatasetIterator
 from jax.sharding import Mesh
 
 from declax import sharding
 from declax.layers.base import with_mode
-from declax.training.callbacks import ProfileSteps, TrainingStepCallback, at_every
-from declax.training.checkpoints import Checkpointer, gather_json, local_position
+from declax.training.callbacks import TrainingStepCallback, make_callbacks
+from declax.training.checkpoints import gather_json
 from declax.training.config_schema import ConfigError
 from declax.training.default_config import get_config
 from declax.training.evaluation import check_metric_name, run_eval_tasks
@@ -40,40 +40,46 @@ from declax.training.guards import (
   LoopClosedError,
   NonFiniteStateError,
   check_eval_model,
-  check_eval_setup,
   check_keep_checkpoints,
-  check_labels,
   check_n_steps,
-  claim_workdir,
   make_state_check,
 )
+from declax.training.loop_data import BatchFeeder
 from declax.training.loop_options import LoopOptions
+from declax.training.loop_reporting import (
+  check_metrics,
+  console_writers,
+  report_metrics,
+  write_hparams,
+)
+from declax.training.loop_schedule import (
+  LoopSchedule,
+  evaluate_and_save,
+  finish_saves,
+  preemption_reached,
+  ranking_metrics,
+)
+from declax.training.loop_setup import (
+  check_before_training,
+  compile_steps,
+  data_key,
+  global_specs,
+  open_output_dir,
+  resume_data,
+  start_state,
+)
 from declax.training.metric_writers import (
-  ConsoleWriter,
   MetricWriter,
-  MultiWriter,
   create_default_writer,
   write_curves,
   write_model_summary,
 )
-from declax.training.optimizers import feed_plateau
+from declax.training.optimizers import feed_plateau_metric
 from declax.training.preemption import stop_on_sigterm
 from declax.training.progress import Progress
-from declax.training.reporting import (
-  MetricsBuffer,
-  NonFiniteInputError,
-  NonFiniteLossError,
-  check_finite_batch,
-)
-from declax.training.state import Head, create_or_restore_state
-from declax.training.step import (
-  TrainMetrics,
-  make_eval_step,
-  make_train_step,
-  with_running_metrics,
-)
-from declax.training.tasks import EvalTask, PlacedBatches, TrainTask
-from declax.training.workdir import check_writable, lock_workdir
+from declax.training.reporting import MetricsBuffer
+from declax.training.step import TrainMetrics
+from declax.training.tasks import EvalTask, TrainTask
 
 __all__ = ["Loop", "LoopOptions"]
 
@@ -147,154 +153,62 @@ class Loop:
     self.eval_model = eval_model if eval_model is not None else with_mode(model, "eval")
     self.closed = False
     self._last_batch: Any = None
-    every = self._tasks[0].n_steps_per_checkpoint
-    self._checkpoint_at = checkpoint_at or at_every(every)
-    self._eval_at = eval_at or at_every(eval_every or every or 100)
-    self._which_task = which_task or (lambda step: step % len(self._tasks))
-    self._best = self._best_metric(checkpoint_low_metric, checkpoint_high_metric)
-    self._prefetchers: dict[int, ThreadPrefetchDatasetIterator] = {}
+    self._schedule = LoopSchedule.create(
+        self._tasks, checkpoint_at=checkpoint_at, permanent_checkpoint_at=permanent_checkpoint_at,
+        eval_at=eval_at, eval_every=eval_every, which_task=which_task,
+        checkpoint_low_metric=checkpoint_low_metric, checkpoint_high_metric=checkpoint_high_metric)
+    self._best = self._schedule.best
     self.preempted = self.stopped_early = self._stop_requested = self._stop_after = False
     self.mesh = mesh if isinstance(mesh, Mesh) else sharding.mesh_from_config(mesh)
     self.rules = sharding.rules_from_config(sharding_rules)
-    self._permanent_at = permanent_checkpoint_at or self._permanent_default()
-    self._open_output_dir(output_dir, keep_checkpoints, o.async_checkpoints, self._permanent_at)
+    self.output_dir = self._workdir_lock = self.checkpointer = self._release_claim = None
+    (self.output_dir, self.checkpointer, self._workdir_lock, self._release_claim) = (
+        open_output_dir(self, output_dir, keep_checkpoints, o.async_checkpoints,
+                        self._schedule.permanent_at, self._best, o.checkpoint_digests))
+    self._feeder = BatchFeeder(self._tasks, self.mesh, o.prefetch, o.check_inputs)
     self._writer = writers if writers is not None else create_default_writer(self.output_dir)
     self.eval_history: list[tuple[int, dict[str, float]]] = []
-    self._batch_specs = [self._global_specs(t) for t in self._tasks]
+    self._batch_specs = [global_specs(t) for t in self._tasks]
     sharding.check_batch_size(self._batch_specs[0][0].shape[0], self.mesh)
-    start = self._start_state(seed)
+    start = start_state(self.model, self._tasks, self._batch_specs, self.mesh, self.rules, seed,
+                        self.checkpointer, o.init_params)
     self.state, self._step = start.state, int(jax.device_get(start.state.step))
     if start.step is not None:
-      self._resume_data(start.step, start.data_state)
-    self._compile_steps(start.shardings, o.rng_streams)
-    with sharding.mesh_context(self.mesh, self.rules):
-      check_labels(self.eval_model, self.state.variables, self._tasks[0].sample_batch,
-                   "training")
-      for task in self._eval_tasks:
-        check_labels(self.eval_model, self.state.variables, task.sample_batch, "eval")
-    if self._eval_tasks:  # a bad eval setup fails now, not after training
-      check_eval_setup(self._eval_tasks, self._eval_steps, self.state, self.mesh, self.rules)
-      names = {f"{t.export_prefix}/{n}": 0.0 for t in self._eval_tasks for n in t.metric_names}
-      for wanted in [self._best and self._best[0], (o.plateau or {}).get("metric")]:
-        if wanted and wanted != "train/loss":
-          check_metric_name(wanted, names)
+      resume_data(self._tasks, start.step, start.data_state, self.checkpointer.directory,
+                  self._multi)
+    steps = compile_steps(self.model, self.eval_model, self._tasks, self._eval_tasks, self.mesh,
+                          start.shardings, o)
+    self._train_steps, self._eval_steps = steps.train, steps.eval
+    self._id_checks, self._eval_id_checks = steps.id_checks, steps.eval_id_checks
+    check_before_training(self.eval_model, self.state, self._tasks, self._eval_tasks,
+                          self._eval_steps, self.mesh, self.rules, self._wanted_metrics())
     single = not self._multi
     self._state_check = make_state_check(self.model if single else None,
                                          self._tasks[0].loss_layer if single else None,
                                          tuple(o.rng_streams))
     replicated = sharding.replicated(self.mesh)
-    self._metrics = [MetricsBuffer(TrainMetrics, lambda x: jax.device_put(x, replicated))
-                     for _ in self._tasks]
-    self._callbacks = [make(self) for make in (callbacks or [])]
-    if profile_steps is not None:
-      if self.output_dir is None:
-        raise ConfigError("profile_steps needs an output_dir (the trace goes to its "
-                          "tensorboard folder)")
-      first, last = profile_steps
-      self._callbacks.append(ProfileSteps(self, int(first), int(last),
-                                          os.path.join(self.output_dir, "tensorboard")))
+    self._metrics = [MetricsBuffer(TrainMetrics, lambda x: jax.device_put(x, replicated),
+                                   id_checks=checks) for checks in self._id_checks]
+    self._callbacks = make_callbacks(self, callbacks, profile_steps, self.output_dir)
     if hparams:
-      self._write_hparams(dict(hparams))
-    if o.print_summary:
-      self._write_summary(self._batch_specs[0][: model.n_in], resumed_from=start.step)
+      write_hparams(self._writer, hparams, self._eval_tasks)
+    if o.print_summary and jax.process_index() == 0:
+      write_model_summary(self._writer, self.model, self._batch_specs[0][: model.n_in],
+                          self.state.params, self.mesh, self._step, self.output_dir, start.step,
+                          self.checkpointer.directory if start.step is not None else None)
     self._constructed = True
 
   # ==== Setup ===================================================================================
 
-  def _permanent_default(self) -> Callable[[int], bool]:
-    return at_every(self._tasks[0].n_steps_per_permanent_checkpoint)
-
-  @staticmethod
-  def _best_metric(low: str | None, high: str | None) -> tuple[str, str] | None:
-    if low is not None and high is not None:
-      raise ConfigError("pass checkpoint_low_metric or checkpoint_high_metric, not both")
-    name, mode = (low, "min") if low is not None else (high, "max")
-    if name is None:
-      return None
-    return (name if "/" in name else f"eval/{name}"), mode
-
-  def _open_output_dir(self, output_dir: str | os.PathLike | None,
-                       keep_checkpoints: int | None, async_checkpoints: bool,
-                       permanent_at: Callable[[int], bool] | None) -> None:
-    """Locks the output directory (before anything writes there) and opens its checkpoints."""
-    self.output_dir = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
-    self._workdir_lock = self.checkpointer = self._release_claim = None
-    if self.output_dir is None:
-      return
-    self._release_claim = claim_workdir(self.output_dir, self)  # one live Loop per dir
-    weakref.finalize(self, self._release_claim)
-    if jax.process_index() == 0:
-      self._workdir_lock = lock_workdir(self.output_dir)
-      weakref.finalize(self, self._workdir_lock.release)  # also if __init__ fails later
-    else:
-      check_writable(self.output_dir)
-    best_metric, best_mode = self._best or (None, "min")
-    self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"),
-                                     max_to_keep=keep_checkpoints, async_save=async_checkpoints,
-                                     best_metric=best_metric, best_mode=best_mode,
-                                     permanent=permanent_at,
-                                     digests=self._options.checkpoint_digests)
-
-  @staticmethod
-  def _global_specs(task: TrainTask) -> tuple[jax.ShapeDtypeStruct, ...]:
-    n_proc = jax.process_count()
-    return tuple(jax.ShapeDtypeStruct((x.shape[0] * n_proc, *x.shape[1:]), x.dtype)
-                 for x in map(np.asarray, task.sample_batch))
+  def _wanted_metrics(self) -> list[str]:
+    """The evaluation metrics that `checkpoint_*_metric` and the `plateau` option read."""
+    wanted = [self._best and self._best[0], (self._options.plateau or {}).get("metric")]
+    return [name for name in wanted if name and name != "train/loss"]
 
   @property
   def _multi(self) -> bool:
     """Per-task heads and optimizer states: several tasks, or a loss layer with parameters."""
     return len(self._tasks) > 1
-
-  def _start_state(self, seed: int) -> Any:
-    heads = ([Head(t.loss_layer, specs) for t, specs in zip(self._tasks, self._batch_specs,
-                                                             strict=True)]
-             if self._multi else None)
-    optimizer = [t.optimizer for t in self._tasks] if self._multi else self._tasks[0].optimizer
-    return create_or_restore_state(self.model, optimizer, self._batch_specs[0][: self.model.n_in],
-                                   self.mesh, self.rules, seed=seed,
-                                   checkpointer=self.checkpointer, heads=heads,
-                                   init_params=self._options.init_params)
-
-  @staticmethod
-  def _data_key(index: int) -> str:
-    return "train" if index == 0 else f"train_{index}"
-
-  def _resume_data(self, step: int, data_state: dict) -> None:
-    for i, task in enumerate(self._tasks):
-      if self._data_key(i) not in data_state and task.data_checkpointable:
-        log.warning("checkpoint step %d in %s holds no data position for task %d (its 'data' "
-                    "item is missing): its training data restarts from the first batch. "
-                    "Restore the item from a copy to resume the data exactly", step,
-                    self.checkpointer.directory, i)
-      try:
-        task.set_data_state(local_position(data_state.get(self._data_key(i))))
-      except (ValueError, TypeError, KeyError) as error:
-        raise ConfigError(
-            f"cannot resume the training data{f' of task {i}' if self._multi else ''} at "
-            f"checkpoint step {step} "
-            f"({self.checkpointer.directory}): {str(error).rstrip('.')}. The data settings "
-            "(dataset, batch size, seed, number of processes) must be those of the run that "
-            "saved it."
-        ) from error
-    log.info("Resumed from %s at step %d", self.checkpointer.directory, step)
-
-  def _compile_steps(self, state_shardings: Any, rng_streams: Sequence[str]) -> None:
-    """One `jax.jit` per task's step: sharded in and out, donating the state and the running
-    metrics, which it returns merged with the step's (constant memory, no fetch per step)."""
-    batch_sh, replicated = sharding.batch_sharding(self.mesh), sharding.replicated(self.mesh)
-    self._train_steps = [
-        jax.jit(with_running_metrics(make_train_step(
-            self.model, t.loss_layer, t.optimizer, lr_schedule=t.lr_schedule,
-            rng_streams=tuple(rng_streams), task=i if self._multi else None)),
-            in_shardings=(state_shardings, replicated, batch_sh),
-            out_shardings=(state_shardings, replicated), donate_argnums=(0, 1))
-        for i, t in enumerate(self._tasks)]
-    self._eval_steps = [
-        jax.jit(make_eval_step(self.eval_model, t.metrics, t.metric_names,
-                               use_ema=self._options.eval_on_ema),
-                in_shardings=(state_shardings, batch_sh), out_shardings=replicated)
-        for t in self._eval_tasks]
 
   # ---- Public state --------------------------------------------------------------------------
 
@@ -373,21 +287,13 @@ class Loop:
     try:
       self._run(n_steps)
     except BaseException:
-      self._finish_saves()  # an in-flight save is completed, not abandoned, before re-raising
+      finish_saves(self.checkpointer)  # an in-flight save is completed, not abandoned
       raise
-
-  def _finish_saves(self) -> None:
-    if self.checkpointer is None:
-      return
-    try:
-      self.checkpointer.wait_until_finished()
-    except Exception as error:  # noqa: BLE001 - the original error is the one to report
-      log.error("A pending checkpoint save failed while stopping: %s", error)
 
   def _run(self, n_steps: int) -> None:
     start, end = self._step, self._step + n_steps
     self.preempted = self._stop_requested = self._stop_after = False
-    for w in self._console_writers():
+    for w in console_writers(self._writer):
       w.total_steps = end
     progress = Progress(total_steps=end, batch_size=self._batch_specs[0][0].shape[0])
     progress.start(start)
@@ -400,8 +306,8 @@ class Loop:
         for callback in self._callbacks:  # `call_at` asked before and after, as Trax does
           if callback.call_at(step):
             callback.on_step_begin(step)
-        index = self._task_index(step)
-        batch = self._next_batch(index, step)
+        index = self._schedule.task_index(step)
+        batch = self._feeder.next(index, step, self.checkpointer)
         buffer = self._metrics[index]
         self.state, buffer.running = self._train_steps[index](self.state, buffer.running, batch)
         self._last_batch = batch if index == 0 else self._last_batch
@@ -412,20 +318,19 @@ class Loop:
           for b in self._metrics:  # every log_every steps, and at least every LOG_SECONDS
             b.mark()
           last_mark = time.monotonic()
-        if self._preemption(step):
+        if self._stop_requested or preemption_reached(self.checkpointer, step):
           self._report(progress)
           self.save_checkpoint(wait=True)
           self.preempted = True
           log.warning("Preempted: saved step %d and stopped", step)
           break
         last = step == end
-        if self._eval_at(step) and self._eval_tasks and not last:
+        if self._schedule.eval_at(step) and self._eval_tasks and not last:
           with progress.pause():
             self.evaluate()
             evaluated_at = step
-        if not last and (self._checkpoint_at(step) or self._permanent_at(step)
-                         or evaluated_at == step and self._best):
-          self._check_metrics()
+        if not last and self._schedule.saves_at(step, evaluated=evaluated_at == step):
+          check_metrics(self._metrics, self.checkpointer)
           self._report(progress, everything=False)  # log what is due before the checkpoint:
           with progress.pause():                     # a crash after it must not lose it
             self.save_checkpoint()
@@ -438,134 +343,19 @@ class Loop:
           break
       if not self.preempted:
         self._report(progress)
-        self._evaluate_and_save(self._eval_tasks and self._step > start
-                                and evaluated_at != self._step)
+        evaluate_and_save(self.save_checkpoint, self.evaluate, self.checkpointer,
+                          bool(self._eval_tasks) and self._step > start
+                          and evaluated_at != self._step, ranked=bool(self._best))
     self._writer.flush()
-
-  def _evaluate_and_save(self, evaluate: bool) -> None:
-    """The end of a run: a failing evaluation never costs the trained steps. The checkpoint
-    is written first (before the evaluation), except with `checkpoint_*_metric`, which ranks
-    it by this evaluation: then it is written after, or without metrics if the evaluation
-    fails."""
-    if not evaluate:
-      self.save_checkpoint(wait=True)
-      return
-    if not self._best:
-      self.save_checkpoint()
-      self.evaluate()
-      self._finish_saves_or_raise()
-      return
-    try:
-      self.evaluate()
-    except BaseException:
-      self.save_checkpoint(wait=True)
-      raise
-    self.save_checkpoint(wait=True)
-
-  def _finish_saves_or_raise(self) -> None:
-    if self.checkpointer is not None:
-      self.checkpointer.wait_until_finished()
-
-  def _task_index(self, step: int) -> int:
-    index = self._which_task(step)
-    if not 0 <= index < len(self._tasks):
-      raise ConfigError(f"which_task({step}) returned {index}; there are {len(self._tasks)} "
-                        "tasks")
-    return int(index)
-
-  def _next_batch(self, index: int, step: int) -> tuple:
-    task = self._tasks[index]
-    try:
-      if self._options.prefetch <= 0:
-        return self._place_batch(task.next_batch())
-      if index not in self._prefetchers:  # grain's thread reads and places batches ahead
-        self._prefetchers[index] = ThreadPrefetchDatasetIterator(
-            PlacedBatches(task, self._place_batch), self._options.prefetch)
-      return next(self._prefetchers[index])
-    except StopIteration:
-      raise ConfigError(f"the TrainTask's labeled_data ran out of batches at step {step}; "
-                       "training data must be an endless iterator (num_epochs=None)") from None
-    except NonFiniteInputError as error:
-      latest = directory = None
-      if self.checkpointer is not None:
-        self.checkpointer.wait_until_finished()
-        latest, directory = self.checkpointer.latest_step(), self.checkpointer.directory
-      raise NonFiniteInputError(error.item, error.description, error.counts, step, latest,
-                                directory) from None
-
-  def _place_batch(self, batch: Any) -> tuple:
-    """Checks a host batch (`check_inputs`) and places it on the mesh."""
-    if self._options.check_inputs:
-      check_finite_batch(batch)
-    return sharding.shard_batch(batch, self.mesh)
-
-  def _data_position(self, index: int) -> Any:
-    """Task `index`'s data state after the last batch trained on (not the ones read ahead)."""
-    prefetcher = self._prefetchers.get(index)  # its state: after the batch handed out last
-    return prefetcher.get_state() if prefetcher else self._tasks[index].data_state()
-
-  def _preemption(self, step: int) -> bool:
-    if self._stop_requested:
-      return True
-    if self.checkpointer is not None and jax.process_count() > 1:
-      return self.checkpointer.reached_preemption(step)
-    return False
 
   # ==== Metrics =================================================================================
 
-  @contextlib.contextmanager
-  def _non_finite_context(self) -> Iterator[None]:
-    """Adds the last good checkpoint to a `NonFiniteLossError`."""
-    try:
-      yield
-    except NonFiniteLossError as error:
-      latest = None
-      if self.checkpointer is not None:
-        self.checkpointer.wait_until_finished()
-        latest = self.checkpointer.latest_step()
-      directory = self.checkpointer.directory if self.checkpointer else None
-      raise NonFiniteLossError(error.step, error.value, latest, directory,
-                               getattr(error, "quantity", "loss")) from None
-
-  def _check_metrics(self) -> None:
-    with self._non_finite_context():
-      for buffer in self._metrics:
-        buffer.check()
-
   def _report(self, progress: Progress, everything: bool = True) -> None:
     """Fetches pending training metrics (all, or the intervals that are due) and writes them."""
-    for index, buffer in enumerate(self._metrics):
-      if not everything and not buffer.has_due:
-        continue
-      with self._non_finite_context():
-        chunk = buffer.take_all() if everything else buffer.take_due()
-      if chunk is None:
-        continue
-      step, values = chunk
-      prefix = "train/" if not self._multi else f"train/{self._tasks[index].name(index)}/"
-      scalars = {f"{prefix}{k}": v for k, v in values.items()
-                 if not (k == "learning_rate" and np.isnan(v))}  # unknown rate: left out
-      scalars.update(progress.measure(step))
-      self._writer.write_scalars(step, scalars)
-
-  def _console_writers(self) -> list[ConsoleWriter]:
-    writers = self._writer.writers if isinstance(self._writer, MultiWriter) else [self._writer]
-    return [w for w in writers if isinstance(w, ConsoleWriter)]
-
-  def _write_hparams(self, hparams: dict[str, Any]) -> None:
-    names = ["train/loss"] + [f"{t.export_prefix}/{n}" for t in self._eval_tasks
-                              for n in t.metric_names]
-    if isinstance(self._writer, MultiWriter):
-      self._writer.write_hparams(hparams, metrics=names)
-    else:
-      self._writer.write_hparams(hparams)
-
-  def _write_summary(self, model_inputs: Sequence[jax.ShapeDtypeStruct],
-                     resumed_from: int | None) -> None:
-    if jax.process_index() == 0:
-      where = self.checkpointer.directory if resumed_from is not None else None
-      write_model_summary(self._writer, self.model, model_inputs, self.state.params, self.mesh,
-                          self._step, self.output_dir, resumed_from, where)
+    prefixes = [f"train/{t.name(i)}/" if self._multi else "train/"
+                for i, t in enumerate(self._tasks)]
+    report_metrics(self._metrics, self._writer, progress, prefixes, self.checkpointer,
+                   everything)
 
   # ==== Evaluation ==============================================================================
 
@@ -575,17 +365,14 @@ class Loop:
     (Trax's `run_evals`.) Also feeds the `plateau` option and redraws `curves.png`.
     """
     results = run_eval_tasks(self._eval_tasks, self._eval_steps, self.state, self.mesh,
-                             self.rules)
+                             self.rules, self._eval_id_checks)
     self._writer.write_scalars(self._step, results)
     self.eval_history.append((self._step, results))
-    for wanted in [self._best and self._best[0], (self._options.plateau or {}).get("metric")]:
-      if wanted and wanted != "train/loss":
-        check_metric_name(wanted, results)
-    if self._options.plateau and self._options.plateau.get("metric", "train/loss") in results:
-      kwargs = {k: v for k, v in self._options.plateau.items() if k != "metric"}
-      value = results[self._options.plateau["metric"]]
-      self.state = self.state.replace(opt_state=feed_plateau(self.state.opt_state, value,
-                                                             **kwargs))
+    for wanted in self._wanted_metrics():
+      check_metric_name(wanted, results)
+    if self._options.plateau:
+      self.state = self.state.replace(opt_state=feed_plateau_metric(
+          self.state.opt_state, self._options.plateau, results))
     if self._options.plot_curves and self.output_dir is not None and jax.process_index() == 0:
       self._writer.flush()
       write_curves(self.output_dir)
@@ -610,13 +397,12 @@ class Loop:
     with sharding.mesh_context(self.mesh, self.rules):
       problem = self._state_check(self.state, self._last_batch)
     if problem is not None:
-      self._finish_saves()
+      finish_saves(self.checkpointer)
       raise NonFiniteStateError(self._step, problem, self.checkpointer.latest_step(),
                                 self.checkpointer.directory)
-    data_state = {self._data_key(i): gather_json(self._data_position(i))  # one per process
+    data_state = {data_key(i): gather_json(self._feeder.position(i))  # one per process
                   for i in range(len(self._tasks))}
-    metrics = (self.eval_history[-1][1] if self.eval_history and self._best
-               and self.eval_history[-1][0] == self._step else None)
+    metrics = ranking_metrics(self.eval_history, self._best, self._step)
     self.checkpointer.save(self._step, self.state, data_state, force=True, metrics=metrics)
     if wait:
       self.checkpointer.wait_until_finished()
@@ -629,11 +415,7 @@ class Loop:
     if self.closed:
       return
     self.closed = True
-    for index, prefetcher in self._prefetchers.items():
-      position = prefetcher.get_state()
-      prefetcher.close()
-      self._tasks[index].set_data_state(position)  # rewind what was read ahead
-    self._prefetchers = {}
+    self._feeder.close()
     for callback in self._callbacks:
       if hasattr(callback, "close"):
         callback.close()

@@ -22,6 +22,9 @@ class LoopOptions:
     (0: read each batch in the training thread).
   - `check_inputs`: stop with `NonFiniteInputError` on a training batch holding NaN or inf
     (checked on the host, in the prefetch thread).
+  - `check_ids`: stop with `IdRangeError` at the step whose batch holds a label outside the
+    model's classes or a token id outside an `Embedding`'s vocabulary (checked in the jitted
+    train and eval steps; reported with the metrics, no transfer of its own).
   - `eval_on_ema`: evaluate on the EMA parameters when the optimizer keeps them
     (`make_optimizer(ema_decay=...)`).
   - `plateau`: `{'metric': 'eval/loss', **reduce_on_plateau kwargs}` to feed an evaluation
@@ -38,6 +41,7 @@ class LoopOptions:
   print_summary: bool = True
   prefetch: int = 2
   check_inputs: bool = True
+  check_ids: bool = True
   eval_on_ema: bool = True
   plateau: Mapping[str, Any] | None = None
   plot_curves: bool = True

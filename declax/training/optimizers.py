@@ -12,6 +12,7 @@ step sits in the optimizer state, where `current_learning_rate` finds it for log
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +23,8 @@ from declax import registry
 from declax.training.config_schema import ConfigError
 
 __all__ = ["SCHEDULES", "EmaParamsState", "current_learning_rate", "decay_mask", "ema_params",
-           "ema_params_of", "feed_plateau", "make_optimizer", "make_schedule", "plateau"]
+           "ema_params_of", "feed_plateau", "feed_plateau_metric", "make_optimizer",
+           "make_schedule", "plateau"]
 
 SCHEDULES = ("constant", "warmup_constant", "warmup_cosine", "warmup_linear", "warmup_rsqrt")
 
@@ -212,6 +214,17 @@ def feed_plateau(opt_state: Any, value: Any, **kwargs: Any) -> Any:
         node) else node
 
   return jax.tree.map(one, opt_state, is_leaf=_is_plateau)
+
+
+def feed_plateau_metric(opt_state: Any, plateau: Mapping[str, Any],
+                        results: Mapping[str, float]) -> Any:
+  """`feed_plateau` with the evaluation `results[plateau['metric']]` and the rest of the
+  `plateau` option (`Loop(plateau={'metric': 'eval/loss', 'patience': 2})`) as its kwargs;
+  `opt_state` unchanged when the results lack that metric."""
+  if plateau.get("metric", "train/loss") not in results:
+    return opt_state
+  kwargs = {k: v for k, v in plateau.items() if k != "metric"}
+  return feed_plateau(opt_state, results[plateau["metric"]], **kwargs)
 
 
 class EmaParamsState(NamedTuple):

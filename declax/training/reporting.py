@@ -1,12 +1,14 @@
 """Training metrics summed on the device in constant memory, fetched off the hot path.
 
 Each train step merges its clu `Collection` into a running one (`Running`) inside the same jitted
-call (clu's `merge`: sums and counts), and records the first step whose loss is not finite. So
+call (clu's `merge`: sums and counts), and records the first step whose loss is not finite (and
+the first label or token id out of range, `declax.training.id_checks`). So
 the device holds one small accumulator whatever `log_every` is, and nothing is fetched per step.
 At a log step the accumulator is set aside (`mark`) and a fresh one started; the set-aside one
 is fetched one step later, while the device already runs the next step, or when the loop needs
 the values (before a checkpoint, at the end of a run). A non-finite loss is reported with its
-exact step before any checkpoint could store the state that followed it.
+exact step before any checkpoint could store the state that followed it; so is an id out of
+range (`IdRangeError`), first when both happen at one step, as it is the cause.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from flax import struct
 
 from declax.errors import DeclaxError
+from declax.training.id_checks import IdCheck, IdChecks, IdRangeError, Site
 
 __all__ = ["MetricsBuffer", "NonFiniteInputError", "NonFiniteLossError", "Running",
            "accumulate", "check_finite_batch"]
@@ -91,17 +94,19 @@ class Running:
   - `bad_step`: the first of those steps whose loss or gradient norm was NaN or inf (-1:
     none), `bad_loss` its loss, and `bad_grad` its gradient norm (a finite loss with a NaN
     gradient, e.g. 0 * inf, would store NaN parameters just the same).
+  - `bad_ids`: the first label or token id out of range (`IdCheck`; its step is -1: none).
   """
 
   metrics: Any
   bad_step: jax.Array
   bad_loss: jax.Array
   bad_grad: jax.Array = struct.field(default_factory=lambda: jnp.zeros((), jnp.float32))
+  bad_ids: IdCheck = struct.field(default_factory=IdCheck.none)
 
   @classmethod
   def empty(cls, collection: type) -> Running:
     return cls(collection.empty(), jnp.full((), -1, jnp.int32), jnp.zeros((), jnp.float32),
-               jnp.zeros((), jnp.float32))
+               jnp.zeros((), jnp.float32), IdCheck.none())
 
   def merge(self, later: Running) -> Running:
     """Both intervals as one (`later` follows `self`); the first bad step is kept."""
@@ -109,11 +114,14 @@ class Running:
     return Running(self.metrics.merge(later.metrics),
                    jnp.where(earlier_bad, self.bad_step, later.bad_step),
                    jnp.where(earlier_bad, self.bad_loss, later.bad_loss),
-                   jnp.where(earlier_bad, self.bad_grad, later.bad_grad))
+                   jnp.where(earlier_bad, self.bad_grad, later.bad_grad),
+                   self.bad_ids.then(later.bad_ids))
 
 
-def accumulate(running: Running, step: jax.Array, metrics: Any) -> Running:
-  """`running` with one more step's `metrics` merged in (inside the jitted train step).
+def accumulate(running: Running, step: jax.Array, metrics: Any,
+               ids: IdCheck | None = None) -> Running:
+  """`running` with one more step's `metrics` (and id check) merged in (inside the jitted
+  train step).
 
   ```python
   running = accumulate(Running.empty(TrainMetrics), state.step, metrics)
@@ -123,10 +131,11 @@ def accumulate(running: Running, step: jax.Array, metrics: Any) -> Running:
   grad = getattr(metrics, "grad_norm", None)
   grad = grad.total / grad.count if grad is not None else jnp.zeros((), jnp.float32)
   first_bad = (running.bad_step < 0) & ~(jnp.isfinite(loss) & jnp.isfinite(grad))
+  bad_ids = running.bad_ids if ids is None else running.bad_ids.then(ids)
   return Running(running.metrics.merge(metrics),
                  jnp.where(first_bad, jnp.asarray(step, jnp.int32), running.bad_step),
                  jnp.where(first_bad, loss.astype(jnp.float32), running.bad_loss),
-                 jnp.where(first_bad, grad.astype(jnp.float32), running.bad_grad))
+                 jnp.where(first_bad, grad.astype(jnp.float32), running.bad_grad), bad_ids)
 
 
 class MetricsBuffer:
@@ -141,8 +150,10 @@ class MetricsBuffer:
   ```
   """
 
-  def __init__(self, collection: type, place: Any = None, history_size: int = 100_000):
+  def __init__(self, collection: type, place: Any = None, history_size: int = 100_000,
+               id_checks: IdChecks | None = None):
     self._collection = collection
+    self._id_checks = id_checks  # the train step's, naming what an IdCheck found
     self._place = place or (lambda x: x)
     self.running: Running = self._fresh()
     self._running_steps = 0
@@ -168,7 +179,7 @@ class MetricsBuffer:
   def _merge_due(self, new: tuple[int, Any]) -> tuple[int, Any]:
     if self._due is None:
       return new
-    return new[0], _fetch(self._due[1]).merge(_fetch(new[1]))
+    return new[0], self._fetch(self._due[1]).merge(self._fetch(new[1]))
 
   @property
   def has_due(self) -> bool:
@@ -189,23 +200,35 @@ class MetricsBuffer:
     Called before saving a checkpoint, so no state after a bad step is ever saved.
     """
     if self._due is not None:
-      self._due = (self._due[0], _fetch(self._due[1]))
+      self._due = (self._due[0], self._fetch(self._due[1]))
     if self._running_steps:
-      _fetch(self.running)
+      self._fetch(self.running)
 
   def _summarise(self, due: tuple[int, Any] | None) -> tuple[int, dict[str, float]] | None:
     if due is None:
       return None
     step, running = due
-    values = {k: float(np.asarray(v)) for k, v in _fetch(running).metrics.compute().items()}
+    values = {k: float(np.asarray(v)) for k, v in self._fetch(running).metrics.compute().items()}
     self.losses.append((step, values["loss"]))
     return step, values
 
+  def _fetch(self, running: Running) -> Running:
+    """`running` on the host (one transfer), or `IdRangeError` / `NonFiniteLossError` naming
+    its first bad step."""
+    return _fetch(running, self._id_checks)
 
-def _fetch(running: Running) -> Running:
-  """`running` on the host (one transfer), or `NonFiniteLossError` naming its first bad step."""
+
+def _fetch(running: Running, id_checks: IdChecks | None = None) -> Running:
   host = jax.device_get(running)
-  if int(host.bad_step) >= 0:
+  ids, bad_step = host.bad_ids, int(host.bad_step)
+  if int(ids.step) >= 0 and (bad_step < 0 or int(ids.step) <= bad_step):
+    sites = id_checks.sites if id_checks is not None else []
+    check = int(ids.check)
+    site = sites[check] if check < len(sites) else Site(
+        f"check {check}", "the model's classes or vocabulary", "ids", "config.model")
+    raise IdRangeError("training", f"step {int(ids.step)}", site, int(ids.value),
+                       int(ids.limit))
+  if bad_step >= 0:
     if np.isfinite(float(host.bad_loss)):
       raise NonFiniteLossError(int(host.bad_step), float(host.bad_grad),
                                quantity="gradient norm")

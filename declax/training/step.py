@@ -8,6 +8,7 @@ batch has, weights of ones shaped like the targets are added, as Trax's inputs d
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from clu import metrics as clu_metrics
 
 from declax.layers.base import unpack_outputs
 from declax.layers.stack import inputs_from_stack, outputs_onto_stack, pack
+from declax.training.id_checks import IdChecks
 from declax.training.optimizers import current_learning_rate, ema_params_of
 from declax.training.reporting import Running, accumulate
 from declax.training.state import TrainState
@@ -146,7 +148,8 @@ def takes_extra_args(optimizer: optax.GradientTransformation) -> bool:
 def make_train_step(model: nn.Module, loss_layer: nn.Module,
                     optimizer: optax.GradientTransformation, *,
                     lr_schedule: Callable[[jax.Array], jax.Array] | None = None,
-                    rng_streams: Sequence[str] = ("dropout",), task: int | None = None
+                    rng_streams: Sequence[str] = ("dropout",), task: int | None = None,
+                    id_checks: IdChecks | None = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, TrainMetrics]]:
   """Returns `train_step(state, batch) -> (state, TrainMetrics)`: one optimizer step.
 
@@ -165,13 +168,19 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
     def loss_fn(trained):
       params, head = trained
       variables = {"params": params, **state.model_state}
-      stack, updates = run_model(model, variables, batch, rngs=rngs, mutable=mutable or False)
-      return run_on_stack(loss_layer, stack, head), updates
+      with checking_ids(id_checks):
+        stack, updates = run_model(model, variables, batch, rngs=rngs, mutable=mutable or False)
+      ids = None
+      if id_checks is not None:
+        if head is None:  # (with a task head, the model's output is not the logits)
+          id_checks.labels(stack[0], batch, model.n_in)
+        ids = id_checks.first(state.step + 1)  # the Loop counts steps from 1
+      return run_on_stack(loss_layer, stack, head), (updates, ids)
 
     head = None if task is None else state.heads[str(task)]
     opt_state = state.opt_state if task is None else state.opt_state[task]
     trained = (state.params, head)
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+    (loss, (updates, ids)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
     if task is None:
       grads, trained = grads[0], trained[0]
     extra = {"value": loss} if takes_extra_args(optimizer) else {}
@@ -192,18 +201,23 @@ def make_train_step(model: nn.Module, loss_layer: nn.Module,
     metrics = TrainMetrics.single_from_model_output(
         loss=loss, grad_norm=optax.tree.norm(grads),
         learning_rate=jnp.asarray(lr, jnp.float32))
-    return new_state, metrics
+    return (new_state, metrics) if ids is None else (new_state, metrics, ids)
 
   return train_step
 
 
+def checking_ids(id_checks: IdChecks | None) -> Any:
+  """`id_checks.embeddings()`, or a context that does nothing without checks."""
+  return id_checks.embeddings() if id_checks is not None else contextlib.nullcontext()
+
+
 def with_running_metrics(train_step: Callable) -> Callable:
-  """`step(state, running, batch) -> (state, running)`: `train_step` with its metrics merged
-  into the running ones (`declax.training.reporting`), so they stay on the device in constant
-  memory, in the same jitted call."""
+  """`step(state, running, batch) -> (state, running)`: `train_step` with its metrics (and its
+  `IdCheck`, if it returns one) merged into the running ones (`declax.training.reporting`), so
+  they stay on the device in constant memory, in the same jitted call."""
   def step(state: TrainState, running: Running, batch: Batch) -> tuple[TrainState, Running]:
-    state, metrics = train_step(state, batch)
-    return state, accumulate(running, state.step, metrics)
+    state, metrics, *ids = train_step(state, batch)
+    return state, accumulate(running, state.step, metrics, *ids)
 
   return step
 
@@ -219,18 +233,25 @@ def ema_variables(state: TrainState) -> dict:
 
 
 def make_eval_step(eval_model: nn.Module, metric_layers: Sequence[nn.Module],
-                   metric_names: Sequence[str], *, use_ema: bool = False
-                   ) -> Callable[[TrainState, Batch], Any]:
+                   metric_names: Sequence[str], *, use_ema: bool = False,
+                   id_checks: IdChecks | None = None) -> Callable[[TrainState, Batch], Any]:
   """Returns `eval_step(state, batch) -> Collection` of batch-weighted metric averages
-  (on the EMA parameters with `use_ema`, when the optimizer keeps them)."""
+  (on the EMA parameters with `use_ema`, when the optimizer keeps them). With `id_checks`, it
+  returns `(Collection, IdCheck)`: the batch's labels and token ids checked as in training
+  (the check's step is 1)."""
   collection = eval_metrics_type(metric_names)
 
   def eval_step(state: TrainState, batch: Batch):
     variables = ema_variables(state) if use_ema else state.variables
-    stack, _ = run_model(eval_model, variables, batch)
+    with checking_ids(id_checks):
+      stack, _ = run_model(eval_model, variables, batch)
     values = {name: run_on_stack(layer, stack)
               for name, layer in zip(metric_names, metric_layers, strict=True)}
     weight = batch_weight(eval_model, batch)
-    return collection.single_from_model_output(weight=weight, **values)
+    metrics = collection.single_from_model_output(weight=weight, **values)
+    if id_checks is None:
+      return metrics
+    id_checks.labels(stack[0], batch, eval_model.n_in)
+    return metrics, id_checks.first(1)
 
   return eval_step

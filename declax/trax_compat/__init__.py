@@ -12,8 +12,6 @@ See docs/trax.md for the migration guide.
 from declax.trax_compat.files import ShapeDtype, TraxCheckpointError, read_checkpoint
 from declax.trax_compat.loading import TraxRun, init_from_file, trax_adam
 from declax.trax_compat.models import TRAX_MODELS, TraxModelError, model_from_trax
-from declax.trax_compat.positional import TrainedPositionalEncoding
 
-__all__ = ["TRAX_MODELS", "ShapeDtype", "TrainedPositionalEncoding", "TraxCheckpointError",
-           "TraxModelError", "TraxRun", "init_from_file", "model_from_trax", "read_checkpoint",
-           "trax_adam"]
+__all__ = ["TRAX_MODELS", "ShapeDtype", "TraxCheckpointError", "TraxModelError", "TraxRun",
+           "init_from_file", "model_from_trax", "read_checkpoint", "trax_adam"]

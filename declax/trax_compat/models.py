@@ -16,15 +16,24 @@ model = model_from_trax('MLP', layer_widths=(32, 16, 5))   # Flatten, Dense_32, 
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import declax.layers as tl
 from declax.errors import DeclaxError, did_you_mean
+from declax.models import reformer
 from declax.models.blocks import Block
-from declax.models.transformer import EMBED_AXES, DecoderBlock, EncoderBlock, FeedForward
-from declax.trax_compat.positional import TrainedPositionalEncoding
+from declax.models.transformer import (
+    EMBED_AXES,
+    DecoderBlock,
+    EncoderBlock,
+    EncoderPositionalEncoding,
+    FeedForward,
+)
 
 __all__ = ["TRAX_MODELS", "TraxModelError", "model_from_trax"]
 
@@ -33,14 +42,50 @@ class TraxModelError(DeclaxError, TypeError):
   """`model_from_trax` with an unknown model name or an argument the Trax model does not take."""
 
 
-def _layer_class(activation: Any) -> Callable[[], tl.Layer]:
-  """A declax layer class from a class or a name (`'Relu'`, `'tl.Relu'`)."""
-  if not isinstance(activation, str):
-    return activation
-  name = activation.rsplit(".", 1)[-1]
-  if not hasattr(tl, name):
-    raise TraxModelError(f"unknown activation {activation!r}{did_you_mean(name, dir(tl))}")
-  return getattr(tl, name)
+def _dotted(node: ast.AST) -> str | None:
+  """`'tl.SelfAttention'` from the expression `tl.SelfAttention`; None if not a dotted name."""
+  if isinstance(node, ast.Name):
+    return node.id
+  if isinstance(node, ast.Attribute):
+    base = _dotted(node.value)
+    return None if base is None else f"{base}.{node.attr}"
+  return None
+
+
+def _layer_class(spec: Any, what: str = "activation") -> Callable[..., tl.Layer]:
+  """A declax layer class from a class, a name (`'Relu'`, `'tl.Relu'`) or a name with literal
+  keyword arguments, as Trax's gin bindings set them (`'SelfAttention(chunk_len=16)'` ->
+  `functools.partial(tl.SelfAttention, chunk_len=16)`). The string is parsed, never run."""
+  if not isinstance(spec, str):
+    return spec
+  usage = (f"{what} {spec!r}: give a declax.layers class name, optionally with literal keyword "
+           f"arguments, e.g. 'SelfAttention(chunk_len=64, n_chunks_before=1)'")
+  try:
+    node = ast.parse(spec.strip(), mode="eval").body
+  except SyntaxError:
+    raise TraxModelError(usage) from None
+  call = node if isinstance(node, ast.Call) else None
+  dotted = _dotted(call.func if call else node)
+  if dotted is None or (call and (call.args or any(k.arg is None for k in call.keywords))):
+    raise TraxModelError(usage)
+  name = dotted.rsplit(".", 1)[-1]
+  classes = [n for n in dir(tl) if n[:1].isupper()]
+  if name not in classes:
+    raise TraxModelError(f"unknown {what} {spec!r}{did_you_mean(name, classes)}")
+  cls = getattr(tl, name)
+  if call is None:
+    return cls
+  try:
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+  except ValueError:
+    raise TraxModelError(f"{usage} (only literals: numbers, strings, tuples, ...)") from None
+  fields = ({f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls)
+            else set(inspect.signature(cls).parameters))
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    hints = "".join(did_you_mean(k, fields) for k in unknown)
+    raise TraxModelError(f"{what} {spec!r}: {name} does not take {unknown}{hints}")
+  return functools.partial(cls, **kwargs)
 
 
 def MLP(layer_widths: Sequence[int] = (128, 64), activation_fn: Any = tl.Relu,  # noqa: N802
@@ -55,8 +100,11 @@ def MLP(layer_widths: Sequence[int] = (128, 64), activation_fn: Any = tl.Relu,  
   return tl.Serial(tl.Flatten() if flatten else None, layers)
 
 
-def _positional(max_len: int, mode: str, encoder: bool = False) -> TrainedPositionalEncoding:
-  return TrainedPositionalEncoding(max_len=max_len, mode=mode, full_sequence=encoder)
+def _positional(max_len: int, mode: str, encoder: bool = False) -> tl.PositionalEncoding:
+  """Trax's trained position table; an encoder's acts in `'predict'` mode as in `'eval'` (it
+  re-reads its whole input on every decoding step)."""
+  cls = EncoderPositionalEncoding if encoder else tl.PositionalEncoding
+  return cls(max_len=max_len, mode=mode)
 
 
 def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N802
@@ -184,10 +232,53 @@ def RNNLM(vocab_size: int, d_model: int = 512, n_layers: int = 2,  # noqa: N802
   )
 
 
+def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N802
+               d_attention_key: int = 64, d_attention_value: int = 64, n_layers: int = 6,
+               n_heads: int = 8, dropout: float = 0.1, max_len: int = 2048,
+               attention_type: Any = tl.SelfAttention, pos_type: str | None = None,
+               pos_axial_shape: Sequence[int] = (), pos_d_axial_embs: Sequence[int] | None = None,
+               pos_start_from_zero_prob: float = 1.0, pos_max_offset_to_add: int = 0,
+               ff_activation: Any = tl.FastGelu, ff_use_sru: Any = 0, ff_chunk_size: int = 0,
+               ff_sparsity: int = 0, loss_sparsity_type: str | None = "mult",
+               loss_sparsity: int = 0, loss_d_lowrank: int = 0,
+               loss_sparsity_prob: float | None = None, attention_chunk_size: int = 0,
+               mode: str = "train") -> tl.Serial:
+  """Trax's `ReformerLM` (`declax.models.ReformerLM` under Trax's full argument list):
+  tokens `(batch, length)` -> logits `(batch, length, vocab_size)`.
+
+  `attention_type` is a class, a name, or a name with the keyword arguments Trax sets with gin
+  (`'SelfAttention(chunk_len=16, n_chunks_before=1)'`); a list alternates per layer. Sparse
+  feed-forward (`ff_sparsity`) and sparse output layers (`loss_sparsity`,
+  `loss_sparsity_prob`) are not in declax and are refused.
+  """
+  del loss_sparsity_type, loss_d_lowrank  # only used by the sparse output layers
+  if ff_sparsity:
+    raise TraxModelError(f"ReformerLM: ff_sparsity={ff_sparsity} is not supported (declax has "
+                         f"no sparse feed-forward layers); use ff_sparsity=0")
+  if loss_sparsity or loss_sparsity_prob is not None:
+    raise TraxModelError("ReformerLM: loss_sparsity / loss_sparsity_prob are not supported "
+                         "(declax has no sparse output layers); use loss_sparsity=0, "
+                         "loss_sparsity_prob=None (a plain Dense)")
+  if isinstance(attention_type, (list, tuple)):
+    attention = [_layer_class(a, "attention_type") for a in attention_type]
+  else:
+    attention = _layer_class(attention_type, "attention_type")
+  return reformer.ReformerLM(
+      vocab_size, d_model=d_model, d_ff=d_ff, d_attention_key=d_attention_key,
+      d_attention_value=d_attention_value, n_layers=n_layers, n_heads=n_heads, dropout=dropout,
+      max_len=max_len, attention_type=attention, pos_type=pos_type,
+      pos_axial_shape=pos_axial_shape, pos_d_axial_embs=pos_d_axial_embs,
+      pos_start_from_zero_prob=pos_start_from_zero_prob,
+      pos_max_offset_to_add=pos_max_offset_to_add,
+      ff_activation=_layer_class(ff_activation), ff_use_sru=ff_use_sru,
+      ff_chunk_size=ff_chunk_size, attention_chunk_size=attention_chunk_size, mode=mode)
+
+
 # Trax model name -> builder taking Trax's arguments. One entry per family.
 TRAX_MODELS: dict[str, Callable[..., tl.Layer]] = {
     "MLP": MLP,
     "RNNLM": RNNLM,
+    "ReformerLM": ReformerLM,
     "Transformer": Transformer,
     "TransformerEncoder": TransformerEncoder,
     "TransformerLM": TransformerLM,

@@ -10,7 +10,9 @@ to one parameter, except where declax stores the same numbers in another shape:
   `(d, d)` is `(n_heads, d_head, d)` (Trax splits heads the same row-major way);
 - LSTM/GRU layers: Trax's one kernel on `concat([x, h])` is declax's `input_kernel` (its first
   rows) and `recurrent_kernel` (the rest);
-- an old `(1, max_len, d)` position table is today's `(max_len, d)`.
+- an old `(1, max_len, d)` position table is today's `(max_len, d)`;
+- efficient attention with `bias=True`: Trax stores all kernels, then all biases (`w_q, w_k,
+  w_v, w_o, b_q, b_k, b_v`); declax creates each bias after its kernel.
 
 ```python
 paths = param_order(model, x)                    # [('layers_1', 'kernel'), ...]
@@ -20,6 +22,7 @@ params = unflatten_trax(flat_weights, paths, shapes)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +37,16 @@ __all__ = ["param_order", "unflatten_trax"]
 Path = tuple[str, ...]
 
 _RNN_LEAVES = ("input_kernel", "recurrent_kernel", "bias")
+_ATTENTION_LEAF = re.compile(r"[wb]_[qkvo]")
+
+
+def _trax_order(leaves: list[Path]) -> list[Path]:
+  """A module's parameters in Trax's weight order (differs only for efficient attention with
+  biases: kernels first, then biases)."""
+  names = [p[-1] for p in leaves]
+  if all(_ATTENTION_LEAF.fullmatch(n) for n in names) and any(n[0] == "b" for n in names):
+    return [p for p in leaves if p[-1][0] == "w"] + [p for p in leaves if p[-1][0] == "b"]
+  return leaves
 
 
 def _ordered_leaves(tree: Any, prefix: Path = ()) -> list[tuple[Path, Any]]:
@@ -116,7 +129,7 @@ def unflatten_trax(flat: Sequence[np.ndarray], paths: Sequence[Path], shapes: di
         result[leaves[2]] = bias
       i += 2
       continue
-    for path in leaves:
+    for path in _trax_order(leaves):
       if i >= len(flat):
         mismatches.append(f"  {_fmt(path)} {shapes[path]}: no Trax array left (the checkpoint "
                           f"has {len(flat)} {what})")

@@ -162,6 +162,13 @@ CATALOGUE: dict[str, str] = {
            "did you mean eval/accuracy?",
     "R28": ", outside the model's 3 classes (outputs float32[8, 3]; labels and token ids must "
            "be in [0, 3))",
+    "R28b": "hold 3 at step 5, outside the model's 3 classes (outputs float32[8, 3]); labels "
+            "must be in [0, 3): set config.model.n_classes / vocab_size to at least 4, or check "
+            "the data's labels. Stopped; nothing from step 5 on was saved; the last good "
+            "checkpoint is step 4 in",
+    "R28c": ", outside its vocabulary of 10; token ids must be in [0, 10): ",
+    "R28d": "the eval data's targets (batch item 1) hold 7 at batch 2 of eval task 'eval', "
+            "outside the model's 3 classes",
   # ---- Trax checkpoints (declax.trax_compat) -----------------------------------------------
     "X1": "no such file (expected a Trax checkpoint 'model.pkl.gz' or a file written by "
           "Layer.save_to_file)",
@@ -177,9 +184,13 @@ CATALOGUE: dict[str, str] = {
     "X8": "no optimizer slots next to it (model.opt_slots0.npy.gz); use weights_only=True to load "
           "the weights alone",
     "X9": "no declax equivalent of trax.models.TransformerLm; did you mean TransformerLM? (known: "
-          "MLP, RNNLM, Transformer, TransformerEncoder, TransformerLM)",
+          "MLP, RNNLM, ReformerLM, Transformer, TransformerEncoder, TransformerLM)",
     "X10": "trax.models.TransformerLM does not take ['n_layer']; did you mean n_layers? It "
            "takes: vocab_size, d_model,",
+    "X11": "attention_type 'SelfAttention(chunk_lenn=16)': SelfAttention does not take "
+           "['chunk_lenn']; did you mean chunk_len?",
+    "X12": "ReformerLM: loss_sparsity / loss_sparsity_prob are not supported (declax has no sparse "
+           "output layers); use loss_sparsity=0, loss_sparsity_prob=None (a plain Dense)",
   # ---- Trax layers (docs/errors.md "Trax layers") -------------------------------------------
     "TL1": "AssertShape: ShapeAssertionError: expected shapes 'aa', got [(10, 5)] ('a' is 5 "
            "here but 10 before; bound {'a': 10})",

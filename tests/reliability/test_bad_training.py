@@ -139,7 +139,7 @@ def test_T6_out_of_range_ids_with_fill_give_a_nan_loss_named_by_step():
 
   model = tl.Serial(tl.Embedding(10, 4, out_of_range="fill"), tl.Mean(axis=1), tl.Dense(3),
                     tl.LogSoftmax())
-  loop = make_loop(data=Ids(), model=model)
+  loop = make_loop(data=Ids(), model=model, check_ids=False)  # (else R28c names the id first)
   with pytest.raises(NonFiniteLossError) as info:
     loop.run(2)
   expect("T6", info.value)

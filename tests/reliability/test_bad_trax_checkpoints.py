@@ -94,3 +94,9 @@ def test_bad_model_names_and_arguments():
   with pytest.raises(TraxModelError) as info:
     model_from_trax("TransformerLM", vocab_size=10, n_layer=2)
   expect("X10", info.value)
+  with pytest.raises(TraxModelError) as info:
+    model_from_trax("ReformerLM", vocab_size=10, attention_type="SelfAttention(chunk_lenn=16)")
+  expect("X11", info.value)
+  with pytest.raises(TraxModelError) as info:
+    model_from_trax("ReformerLM", vocab_size=10, loss_sparsity=4)
+  expect("X12", info.value)

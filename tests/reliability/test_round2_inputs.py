@@ -121,6 +121,34 @@ def test_R31_too_many_fake_devices_for_the_cores_get_a_longer_collective_timeout
   assert fake_device_flags(flags, cores=2) == (flags, None)  # already set: left alone
 
 
+ABORTING = """
+import sys, os
+print("F external/xla/xla/service/rendezvous.cc:1 Expected 4 threads to join the rendezvous, "
+      "but only 2 of them arrived on time.", file=sys.stderr, flush=True)
+os.abort()
+"""
+
+
+def test_R31_the_test_helpers_explain_the_rendezvous_abort_before_and_after_it(monkeypatch,
+                                                                              capsys):
+  import tests.subprocess_utils as su
+  from tests.multihost_utils import Workers
+
+  monkeypatch.setattr(su, "cores", lambda: 2)
+  env = su.device_env(4)  # before: the flag only, and XLA's one C++ line if it aborted
+  expect("R31", capsys.readouterr().err)  # the sentence declax-train prints, up front
+  assert "--xla_cpu_collective_call_terminate_timeout_seconds=600" in env["XLA_FLAGS"]
+  su.device_env(2)
+  assert capsys.readouterr().err == ""  # as many devices as cores: nothing to explain
+  with pytest.raises(AssertionError, match="rendezvous aborted this process: its 4 fake CPU "
+                     "devices on 2 cores"):
+    su.run_snippet(ABORTING, n_devices=4, timeout=60)
+  with Workers(ABORTING, n_devices=4) as workers:
+    result = workers.wait(timeout=60)[0]
+  assert result.returncode != 0 and "rendezvous aborted this process" in result.stderr
+  expect("R31", capsys.readouterr().err)
+
+
 # ---- Datasets: damaged or missing files, a file as data dir, an empty split ---------------------
 
 

@@ -30,6 +30,15 @@ from tests.training.training_utils import ArrayBatches, tiny_classifier
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(autouse=True)
+def _log_only_every_log_every_steps(monkeypatch):
+  """These tests count log intervals: the at-least-every-10-s progress line (tested in
+  test_console.py) would add one after a first step that compiles for over 10 s under load."""
+  import declax.training.loop as loop_module
+
+  monkeypatch.setattr(loop_module, "LOG_SECONDS", float("inf"))
+
+
 class Recorder(MetricWriter):
   def __init__(self):
     self.scalars, self.texts = [], []

@@ -11,7 +11,6 @@ from tests.trax_compat.trax_shim import (
     check_eval_equals_predict,
     check_eval_is_deterministic,
     init_apply,
-    not_applicable,
 )
 
 X = np.array([[[2, 5, 3, 4], [0, 1, 2, 3], [0, 1, 2, 3]]], np.float32)
@@ -93,11 +92,7 @@ def test_positional_encoding_predict():
 
 def test_positional_encoding_predict_equals_eval():
   x = np.array([[[2.0, 3.0], [1.0, 2.0], [0.0, 1.0], [3.0, 4.0]]])
-  try:
-    layer_eval = tl.PositionalEncoding(max_len=8, d_feature=4, mode="eval")
-  except TypeError:
-    not_applicable("PositionalEncoding(d_feature=...) with Trax's trained table comes from the "
-                   "Reformer work (another branch)")
+  layer_eval = tl.PositionalEncoding(max_len=8, d_feature=4, mode="eval")
   layer_predict = tl.PositionalEncoding(max_len=8, d_feature=4, mode="predict")
   variables = layer_eval.init(KEY, x)
   output_eval = layer_eval.apply(variables, x)

@@ -3,6 +3,7 @@ Adam slots continue training with Trax's update rule; bad files are refused with
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+import declax.layers as tl
 from declax.errors import DeclaxError
 from declax.trax_compat import (
     TraxCheckpointError,
@@ -25,25 +27,33 @@ from declax.trax_compat import (
     trax_adam,
 )
 from declax.trax_compat.files import read_arrays
+from declax.trax_compat.models import _layer_class
 
 FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "trax_checkpoints"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(),
                                     reason=f"Trax checkpoint fixtures not found at {FIXTURES}")
+# Made by Trax 1.4.1 too, small enough to live in the repository (see fixtures/README.md).
+REPO_FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _fixture_dir(name: str) -> Path:
+  return REPO_FIXTURES / name if (REPO_FIXTURES / name).is_dir() else FIXTURES / name
 
 
 def _load_fixture(name: str, mode: str = "eval"):
-  spec = json.loads((FIXTURES / name / "model.json").read_text())
+  folder = _fixture_dir(name)
+  spec = json.loads((folder / "model.json").read_text())
   model = model_from_trax(spec["model"], mode=mode, **spec["kwargs"])
-  if (FIXTURES / name / "inputs.npy").exists():
-    inputs = np.load(FIXTURES / name / "inputs.npy")
+  if (folder / "inputs.npy").exists():
+    inputs = np.load(folder / "inputs.npy")
   else:
-    inputs = (np.load(FIXTURES / name / "inputs0.npy"), np.load(FIXTURES / name / "inputs1.npy"))
-  return model, inputs, np.load(FIXTURES / name / "expected_outputs.npy")
+    inputs = (np.load(folder / "inputs0.npy"), np.load(folder / "inputs1.npy"))
+  return model, inputs, np.load(folder / "expected_outputs.npy")
 
 
 def _max_diff(name: str) -> float:
   model, inputs, expected = _load_fixture(name)
-  variables = init_from_file(model, FIXTURES / name / "model.pkl.gz", inputs)
+  variables = init_from_file(model, _fixture_dir(name) / "model.pkl.gz", inputs)
   outputs = model.apply(variables, inputs)
   outputs = outputs[0] if isinstance(outputs, tuple) else outputs
   assert outputs.shape == expected.shape
@@ -60,6 +70,25 @@ def test_mlp_reproduces_trax_outputs():
 @pytest.mark.parametrize("name", ["transformer_lm", "transformer"])
 def test_transformers_reproduce_trax_outputs(name):
   assert _max_diff(name) < 1e-4
+
+
+def test_rnn_lm_reproduces_trax_outputs():
+  assert _max_diff("rnn_lm") < 1e-4
+
+
+@pytest.mark.slow
+def test_reformer_lm_reproduces_trax_outputs():
+  """Trax's `ReformerLM` with chunked causal `SelfAttention` (deterministic, unlike LSH's
+  random hashing: see fixtures/README.md) and its reversible layers."""
+  assert _max_diff("reformer_lm") < 1e-4
+
+
+@pytest.mark.slow
+def test_reformer_lm_lsh_reproduces_trax_outputs():
+  """Trax's `LSHSelfAttention` (shared queries/keys, two hash rounds) with one chunk covering the
+  sequence: the random rotations only reorder positions inside the chunk, so Trax's output does
+  not depend on its hash rng (checked when the fixture was made) and declax must match it."""
+  assert _max_diff("reformer_lm_lsh") < 1e-4
 
 
 @needs_fixtures
@@ -238,3 +267,37 @@ def test_model_from_trax_errors():
   with pytest.raises(TraxModelError, match=r"does not take \['n_layer'\]; did you mean n_layers"):
     model_from_trax("TransformerLM", vocab_size=10, n_layer=2)
   assert isinstance(TraxModelError("x"), TypeError)
+
+
+def test_efficient_attention_biases_follow_trax_order(tmp_path):
+  """Trax's `SelfAttention(bias=True)` stores `w_q, w_k, w_v, w_o, b_q, b_k, b_v`."""
+  rng = np.random.default_rng(0)
+  n_heads, d_model, d_head = 2, 8, 4
+  shapes = [(n_heads, d_model, d_head)] * 3 + [(n_heads, d_head, d_model)] + [(n_heads, d_head)] * 3
+  weights = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  path = tmp_path / "attention.pkl.gz"
+  with gzip.open(path, "wb") as f:
+    pickle.dump({"flat_weights": weights}, f)
+  layer = tl.SelfAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head, bias=True, mode="eval")
+  params = init_from_file(layer, path, np.zeros((1, 4, d_model), np.float32))["params"]
+  for i, name in enumerate(["w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v"]):
+    np.testing.assert_array_equal(params[name], weights[i])
+
+
+def test_model_from_trax_reformer_lm_arguments():
+  cls = _layer_class("tl.SelfAttention(chunk_len=16, n_chunks_before=1)", "attention_type")
+  assert isinstance(cls, functools.partial) and cls.func is tl.SelfAttention
+  assert cls.keywords == {"chunk_len": 16, "n_chunks_before": 1}
+  assert _layer_class("LSHSelfAttention", "attention_type") is tl.LSHSelfAttention
+  for bad, match in [("SelfAttention(chunk_len=f())", "only literals"),
+                     ("SelfAttention(16)", "optionally with literal keyword arguments"),
+                     ("SelfAttention(chunk_lenn=16)", r"does not take \['chunk_lenn'\]; did you "
+                                                      r"mean chunk_len"),
+                     ("SelfAtention", "unknown attention_type 'SelfAtention'; did you mean "
+                                      "SelfAttention")]:
+    with pytest.raises(TraxModelError, match=match):
+      model_from_trax("ReformerLM", vocab_size=8, attention_type=bad)
+  with pytest.raises(TraxModelError, match="loss_sparsity.*not supported"):
+    model_from_trax("ReformerLM", vocab_size=8, loss_sparsity=4)
+  with pytest.raises(TraxModelError, match="ff_sparsity=2 is not supported"):
+    model_from_trax("ReformerLM", vocab_size=8, ff_sparsity=2)
