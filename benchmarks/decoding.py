@@ -9,9 +9,12 @@ by beam search, timed interleaved; decoding runs its full `--max-length` (no EOS
 the same number of steps. Reported: generated tokens/s (batch x max_length / time; beam search
 counts the returned best sequence only) and the speed-up.
 
-Inside one jitted `while_loop` (greedy, beam search) XLA may already hoist the loop-invariant
-encoder out of the loop on its own (its while-loop invariant code motion), so there the cache
-can gain little; the stream (Trax's way: one model call per token) shows the full saving.
+Inside one jitted `while_loop` XLA hoists the loop-invariant encoder of the uncached model out
+of the loop on its own (while-loop invariant code motion), so greedy decoding runs the encoder
+once either way and the two columns are about equal. Beam search with the cache runs its first
+call (encoder, start token) once per input and repeats the cache for each beam; without it the
+encoder runs on every beam's copy of the input (batch x beams rows, hoisted out of the loop).
+The stream (Trax's way: one model call per token) shows the full saving of the cache.
 
     python benchmarks/decoding.py               # ~2 minutes on 2 cores
     python benchmarks/decoding.py --quick       # smoke run

@@ -96,7 +96,7 @@ def decode_prompt(model: Any, variables: Any, tokenizer: tokenizers.Tokenizer, p
 
 def _encoder_context(model: Any, variables: Any) -> int | None:
   """The encoder's longest input (its positional encoding's `max_len`), if it has one."""
-  from declax.decoding import _context_limit
+  from declax.decoding_cache import context_limit
 
   del variables
-  return _context_limit(model, 1, jnp.zeros((1, 1), jnp.int32))
+  return context_limit(model, 1, jnp.zeros((1, 1), jnp.int32))

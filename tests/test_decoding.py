@@ -9,6 +9,7 @@ import pytest
 import declax.layers as tl
 from declax import decoding
 from declax.models import MLP, RNNLM, Transformer, TransformerLM
+from tests.reliability.catalogue import CATALOGUE
 
 V = 13
 TINY = dict(d_model=16, d_ff=32, n_heads=2, max_len=24, dropout=0.1)
@@ -215,7 +216,8 @@ def test_beam_search_runs_the_encoder_once(monkeypatch):
 
   def counting(self, x):  # one callback per executed encoder pass (init only traces shapes)
     if not self.is_initializing():
-      jax.debug.callback(lambda: calls.append(1))
+      rows = x.shape[0]
+      jax.debug.callback(lambda: calls.append(rows))
     return original(self, x)
 
   monkeypatch.setattr(transformer.EncoderPositionalEncoding, "forward", counting)
@@ -225,12 +227,13 @@ def test_beam_search_runs_the_encoder_once(monkeypatch):
   seqs, scores = decoding.beam_search(model, variables, src, max_length=6, beam_size=3,
                                       eos_id=None)
   jax.effects_barrier()
-  assert len(calls) == 1
+  assert calls == [2]  # once per input: 2 rows, not once per beam (2 * 3 rows)
   calls.clear()
   slow_seqs, slow_scores = decoding.beam_search(_seq2seq(cache=False), variables, src,
                                                 max_length=6, beam_size=3, eos_id=None)
   jax.effects_barrier()
-  assert len(calls) == 7  # without the cache: the first call and each of the 6 loop steps
+  # Without the cache: the first call (once per input) and each of the 6 loop steps (per beam).
+  assert calls == [2] + [6] * 6
   np.testing.assert_array_equal(seqs, slow_seqs)
   np.testing.assert_allclose(scores, slow_scores, rtol=1e-5)
 
@@ -269,8 +272,9 @@ def test_prompt_beyond_the_context_names_both_numbers():
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))
   with pytest.raises(decoding.ContextLengthError,
                      match=r"needs 30 positions \(start token \+ prompt of 10 \+ max_length 20 "
-                           r"- 1\).* is 24.*max_length to 14"):
+                           r"- 1\).* is 24.*max_length to 14") as info:
     decoding.autoregressive_sample(model, variables, tokens((1, 10)), max_length=20)
+  assert CATALOGUE["TX13"] in str(info.value)
   with pytest.raises(decoding.ContextLengthError, match="is 24"):
     decoding.autoregressive_sample(model, variables, tokens((1, 10)), max_length=20,
                                    accelerate=False)

@@ -19,6 +19,7 @@ from declax.training.from_config import (
     write_config,
 )
 from declax.workdir_decoding import VocabularyMismatchError
+from tests.reliability.catalogue import CATALOGUE
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def test_byte_workdir_decodes_and_checks_vocabulary_and_context(workdir):
     with pytest.raises(VocabularyMismatchError,
                        match=r"vocab_size 128 .*checkpoint's model has a vocabulary of 256") as e:
       sample_from_workdir(workdir, "def ", max_length=4)
+    assert CATALOGUE["TX12"] in str(e.value)
     assert isinstance(e.value, declax.DeclaxError)
   finally:
     os.remove(os.path.join(workdir, tokenizers.TOKENIZER_FILE))

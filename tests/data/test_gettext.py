@@ -11,6 +11,7 @@ import declax
 from declax.data.builders import gettext as gt
 from declax.data.offline import DatasetUnavailableError
 from declax.data.sources import prepare
+from tests.reliability.catalogue import CATALOGUE
 
 
 def _write_mo(path: str, entries: list[dict], plural_forms: str = "nplurals=2; plural=(n != 1);"):
@@ -102,19 +103,22 @@ def test_locale_dir_from_the_environment(locale_dir, monkeypatch):
 
 
 def test_too_few_pairs_names_the_catalog_directory(locale_dir, tmp_path):
-  with pytest.raises(DatasetUnavailableError, match=r"fr/LC_MESSAGES.*min_pairs=1000"):
+  with pytest.raises(DatasetUnavailableError, match=r"fr/LC_MESSAGES.*min_pairs=1000") as e:
     prepare("declax_gettext_translations/fr", str(tmp_path), locale_dir=locale_dir)
+  assert CATALOGUE["TX11"] in str(e.value)
 
 
 def test_unknown_language_lists_the_available_ones(locale_dir, tmp_path):
   with pytest.raises(gt.UnknownLanguageError, match=r"'dee'.*did you mean de\?.*de, fr") as e:
     prepare("declax_gettext_translations", str(tmp_path), language="dee", locale_dir=locale_dir)
+  assert CATALOGUE["TX9"] in str(e.value)
   assert isinstance(e.value, declax.DeclaxError) and isinstance(e.value, ValueError)
 
 
 def test_empty_or_missing_catalog_directory(locale_dir, tmp_path):
-  with pytest.raises(gt.CatalogDirectoryError, match=r"sv/LC_MESSAGES holds no \.mo files"):
+  with pytest.raises(gt.CatalogDirectoryError, match=r"sv/LC_MESSAGES holds no \.mo files") as e:
     prepare("declax_gettext_translations/sv", str(tmp_path), locale_dir=locale_dir)
+  assert CATALOGUE["TX10"] in str(e.value)
   with pytest.raises(gt.CatalogDirectoryError, match="does not exist"):
     gt.available_languages(str(tmp_path / "nowhere"))
 

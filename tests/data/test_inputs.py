@@ -8,6 +8,7 @@ import pytest
 
 from declax import data
 from declax.data.inputs_stream import PipelineStateError
+from tests.reliability.catalogue import CATALOGUE
 
 WORDS = "the a cat dog sat on mat ran far away quick brown fox jumps over lazy".split()
 
@@ -102,6 +103,7 @@ def test_state_of_another_pipeline_is_refused():
   with pytest.raises(PipelineStateError, match="different pipeline") as info:
     other.set_state(stream.get_state())
   assert "Shuffle(queue_size=32" in str(info.value) and "Shuffle(queue_size=64" in str(info.value)
+  assert CATALOGUE["TX6"] in str(info.value)
   with pytest.raises(PipelineStateError, match="not a declax.data stream position"):
     other.set_state({"grain": {}})
 
@@ -137,8 +139,9 @@ def test_state_encoding_round_trips(items):
 def test_unsaveable_example_is_named():
   stream = data.Shuffle(4)([{"x": object()} for _ in range(10)])
   next(stream)
-  with pytest.raises(PipelineStateError, match="cannot save a value of type object"):
+  with pytest.raises(PipelineStateError, match="cannot save a value of type object") as info:
     stream.get_state()
+  assert CATALOGUE["TX7"] in str(info.value)
 
 
 @pytest.mark.parametrize("boundaries,batch_sizes,match", [
@@ -148,8 +151,10 @@ def test_unsaveable_example_is_named():
     ([8], [4, 0], "ints >= 1"),
 ])
 def test_bucket_arguments_are_checked(boundaries, batch_sizes, match):
-  with pytest.raises(data.BucketError, match=match):
+  with pytest.raises(data.BucketError, match=match) as info:
     data.BucketByLength(boundaries, batch_sizes)
+  if (boundaries, batch_sizes) == ([8, 16], [4]):
+    assert CATALOGUE["TX5"] in str(info.value)
 
 
 def test_no_bucket_for_longer_examples_is_a_clear_error():
@@ -159,8 +164,9 @@ def test_no_bucket_for_longer_examples_is_a_clear_error():
 
 
 def test_combinator_without_a_source():
-  with pytest.raises(TypeError, match="needs an input stream"):
+  with pytest.raises(TypeError, match="needs an input stream") as info:
     data.Serial(data.Shuffle(4))()
+  assert CATALOGUE["TX8"] in str(info.value)
 
 
 def test_tokenize_fails_at_build_time_on_a_corrupt_model(tmp_path):

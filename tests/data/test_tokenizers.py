@@ -15,6 +15,7 @@ from declax.data.tokenizers import (
     TokenizerError,
 )
 from declax.errors import DeclaxError
+from tests.reliability.catalogue import CATALOGUE
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,7 @@ def test_corrupt_sentencepiece_file_is_named(tmp_path):
   bad.write_bytes(b"\x00garbage")
   with pytest.raises(TokenizerError, match=str(bad)) as info:
     tokenizers.load(bad)
+  assert CATALOGUE["TX1"] in str(info.value)
   assert isinstance(info.value, DeclaxError) and isinstance(info.value, ValueError)
   with pytest.raises(TokenizerError, match="corrupt"):
     inputs_text.vocab_size("sentencepiece", "spm.model", str(tmp_path))
@@ -111,18 +113,21 @@ def test_replaced_model_file_is_detected(spm_tokenizer, tmp_path):
   spm_tokenizer.save(tmp_path)
   other = SentencePieceTokenizer.train(["abc abd abe\n"] * 20, vocab_size=300)
   (tmp_path / "spm.model").write_bytes(other.model_proto)
-  with pytest.raises(TokenizerError, match="sha256"):
+  with pytest.raises(TokenizerError, match="sha256") as info:
     tokenizers.load(tmp_path)
+  assert CATALOGUE["TX2"] in str(info.value)
 
 
 def test_missing_tokenizer_names_the_directory(tmp_path):
-  with pytest.raises(TokenizerError, match=f"no tokenizer in {tmp_path}"):
+  with pytest.raises(TokenizerError, match=f"no tokenizer in {tmp_path}") as info:
     tokenizers.load(tmp_path)
+  assert CATALOGUE["TX3"] in str(info.value)
 
 
 def test_unknown_vocab_type_suggests():
-  with pytest.raises(TokenizerError, match="did you mean sentencepiece"):
+  with pytest.raises(TokenizerError, match="did you mean sentencepiece") as info:
     inputs_text.vocab_size("sentencepeice", "x.model")
+  assert CATALOGUE["TX4"] in str(info.value)
 
 
 def test_trax_subword_file_needs_tensorflow(tmp_path):

@@ -211,4 +211,32 @@ CATALOGUE: dict[str, str] = {
     "A2": "config.dtype='bfloat16', but model 'NoDtypeNet' takes no dtype argument; add `dtype` "
           "to its signature (pass it to its layers) or use config.dtype='float32'",
     "A3": "attention implementation must be one of ('cudnn', 'xla', 'cpu') or None, got 'flash'",
+  # ---- Text: tokenizers, stream pipelines, translation, decoding (issue 12) ------------------
+    "TX1": "the file is corrupt or of another kind: train it again "
+           "(SentencePieceTokenizer.train) or copy it from the prepared dataset",
+    "TX2": "(sha256 differs): the model file was replaced or corrupted; copy both files from the "
+           "same place",
+    "TX3": "(no tokenizer.json); save one there with tokenizer.save(directory), e.g. from the "
+           "prepared dataset's directory",
+    "TX4": "unknown vocab_type 'sentencepeice'; known: ['subword', 'sentencepiece', 'char', "
+           "'bytes']; did you mean sentencepiece?",
+    "TX5": "BucketByLength: 2 boundaries [8, 16] need 3 batch sizes (one per bucket, the last for "
+           "longer examples; Trax's own tests also pass 2, with no bucket for longer examples), "
+           "got 1: [4]",
+    "TX6": "build the same pipeline (same steps and arguments) to resume, or start this one from "
+           "its beginning",
+    "TX7": "cannot save a value of type object in a stream position (examples must be arrays, "
+           "numbers, strings, bytes, tuples, lists or dicts)",
+    "TX8": "needs an input stream, got None: put a source first, e.g. Serial(TFDS('name', "
+           "keys=...), ...) or Serial(lambda _: my_generator(), ...)",
+    "TX9": "does not exist; did you mean de? Languages with catalogs under ",
+    "TX10": "holds no .mo files; install translated packages for 'sv' or pick another language "
+            "(de, fr",
+    "TX11": "fewer than min_pairs=1000; install more translated packages, pick another language, "
+            "or lower min_pairs",
+    "TX12": "the tokenizer does not belong to this checkpoint; copy the tokenizer.json (+ "
+            "spm.model) of the run that trained it",
+    "TX13": "(start token + prompt of 10 + max_length 20 - 1), but the model's context (max_len, "
+            "the length of Serial's cache) is 24: shorten the prompt or lower max_length to 14, "
+            "or train a model with a larger max_len",
 }
