@@ -346,3 +346,21 @@ def param_count(tree: Any) -> int:
   import numpy as np
 
   return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+
+
+def bare_loop_steps(loop: Any, batch: Any, k: int) -> Any:
+  """A callable running `k` of the Loop's own jitted train steps on `batch`, nothing else
+  (no feeding, logging or checks): the step as the Loop compiled it."""
+  from declax import sharding
+
+  step, buffer = loop._train_steps[0], loop._metrics[0]
+
+  def run():
+    with sharding.mesh_context(loop.mesh, loop.rules):
+      state = loop.state
+      for _ in range(k):
+        state, buffer.running = step(state, buffer.running, batch)
+      block((state, buffer.running))
+      loop.state = state
+
+  return run

@@ -47,21 +47,6 @@ def build_loop(size: dict, dtype: str, check_ids: bool):
   return loop, sharding.shard_batch(batch, loop.mesh)
 
 
-def stepper(loop, batch, k: int):
-  from declax import sharding
-
-  step, buffer = loop._train_steps[0], loop._metrics[0]
-
-  def run():
-    with sharding.mesh_context(loop.mesh, loop.rules):
-      state = loop.state
-      for _ in range(k):
-        state, buffer.running = step(state, buffer.running, batch)
-      common.block((state, buffer.running))
-      loop.state = state
-
-  return run
-
 
 def costs(loop) -> dict[str, float]:
   """XLA's cost analysis of the loop's compiled train step: flops and bytes accessed."""
@@ -83,8 +68,8 @@ def main(argv: list[str] | None = None) -> str:
   loops = {name: build_loop(size, args.dtype, name == "checked")
            for name in ("checked", "unchecked")}
   cpu: dict[str, list[float]] = {}
-  times = common.interleaved({n: stepper(loop, batch, k) for n, (loop, batch) in loops.items()},
-                             n_steps=rounds, warmup=2, cpu_times=cpu)
+  runs = {n: common.bare_loop_steps(loop, batch, k) for n, (loop, batch) in loops.items()}
+  times = common.interleaved(runs, n_steps=rounds, warmup=2, cpu_times=cpu)
   ratio, noise = common.paired_ratio(times["checked"], times["unchecked"])
   cpu_ratio, cpu_noise = common.paired_ratio(cpu["checked"], cpu["unchecked"])
   cost = {n: costs(loop) for n, (loop, _) in loops.items()}

@@ -86,13 +86,7 @@ def measure(loop, batch, steps_per_round: int, rounds: int,
   def run_loop():
     loop.run(steps_per_round)
 
-  def run_bare():
-    with sharding.mesh_context(loop.mesh, loop.rules):
-      state = loop.state
-      for _ in range(steps_per_round):
-        state, buffer.running = train_step(state, buffer.running, on_device)
-      common.block((state, buffer.running))
-      loop.state = state
+  run_bare = common.bare_loop_steps(loop, on_device, steps_per_round)
 
   def run_fed():
     with sharding.mesh_context(loop.mesh, loop.rules):

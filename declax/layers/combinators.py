@@ -19,11 +19,12 @@ from declax.layers.base import Layer, LayerError
 from declax.layers.dtypes import promote
 from declax.layers.linen import as_layer
 from declax.layers.stack import (
-    flatten_layers,
-    inputs_from_stack,
-    outputs_onto_stack,
-    run_serial,
-    stack_arity,
+  SerialArity,
+  flatten_layers,
+  inputs_from_stack,
+  outputs_onto_stack,
+  run_serial,
+  stack_arity,
 )
 
 
@@ -61,7 +62,7 @@ def positional_layers(convert: Callable[[list], list] = _flatten) -> Callable[[t
 
 
 @positional_layers()
-class Serial(Layer):
+class Serial(SerialArity, Layer):
   """Runs layers one after another; each pops its `n_in` items and pushes its `n_out` items.
 
   `n_in`/`n_out` come from the running arithmetic over the sublayers. Nested lists of layers are
@@ -76,14 +77,6 @@ class Serial(Layer):
   """
 
   layers: tuple = ()
-
-  @property
-  def n_in(self) -> int:
-    return stack_arity(self.layers)[0] if self.layers else 1
-
-  @property
-  def n_out(self) -> int:
-    return stack_arity(self.layers)[1] if self.layers else 1
 
   def _check_arity(self, items: tuple) -> tuple[tuple, tuple]:
     top_level = not isinstance(self.parent, Layer)

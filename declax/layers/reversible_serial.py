@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 
 from declax.layers.base import Layer, flatten_layers
-from declax.layers.combinators import stack_arity
 from declax.layers.reversible import (
   NotReversibleError,
   ReversibleLayer,
@@ -24,12 +23,13 @@ from declax.layers.reversible import (
   _trax_arguments,
   _zeros_cotangent,
 )
+from declax.layers.stack import SerialArity
 
 __all__ = ["ReversibleSerial", "with_custom_backward"]
 
 
 @_trax_arguments
-class ReversibleSerial(ReversibleLayer):
+class ReversibleSerial(SerialArity, ReversibleLayer):
   """A `Serial` of reversible layers whose backward pass recomputes activations from outputs.
 
   Training memory for activations does not grow with the number of layers: the forward pass
@@ -63,14 +63,6 @@ class ReversibleSerial(ReversibleLayer):
             "layers (ReversibleHalfResidual, ReversibleSwap, ReversibleSelect, ...), e.g. wrap "
             f"a residual branch as ReversibleHalfResidual({header}, ...)")
     super().__post_init__()
-
-  @property
-  def n_in(self) -> int:
-    return stack_arity(self.layers)[0] if self.layers else 1
-
-  @property
-  def n_out(self) -> int:
-    return stack_arity(self.layers)[1] if self.layers else 1
 
   # -- per-layer parameters and keys ----------------------------------------------------------
 

@@ -101,3 +101,16 @@ def run_serial(parent: Any, layers: Sequence[Any], items: Sequence[Any], *,
       outputs = tuple(on_outputs(i, outputs))
     stack = outputs_onto_stack(outputs, stack, layer.n_in, n_side_outputs)
   return stack
+
+
+class SerialArity:
+  """`n_in` / `n_out` of a layer that runs its `layers` one after another (1 -> 1 when empty);
+  mixed into `Serial` and `ReversibleSerial` ahead of `Layer`."""
+
+  @property
+  def n_in(self) -> int:
+    return stack_arity(self.layers)[0] if self.layers else 1
+
+  @property
+  def n_out(self) -> int:
+    return stack_arity(self.layers)[1] if self.layers else 1
