@@ -18,6 +18,7 @@ traceback. Any other exception is printed with its traceback under a
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -78,18 +79,21 @@ def _config_keys(config, prefix: str = "") -> list[str]:
   return keys
 
 
+def _config_module(path: str):
+  """The config file at `path`, run as a module."""
+  spec = importlib.util.spec_from_file_location("_declax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def _suggest_config_key(argv: Sequence[str]) -> str | None:
   """For an unknown `--config.x.y`, the closest key of the config (or None)."""
-  import importlib.util
-
   config_path = _config_path(argv)
   overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
   if not config_path or not overrides or not os.path.exists(config_path):
     return None
-  spec = importlib.util.spec_from_file_location("_declax_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  keys = _config_keys(module.get_config())
+  keys = _config_keys(_config_module(config_path).get_config())
   for key in overrides:
     if key not in keys:
       return (f"unknown config key --config.{key}"
@@ -114,8 +118,6 @@ def _config_path(argv: Sequence[str]) -> str | None:
 def _check_config_file(argv: Sequence[str]) -> str | None:
   """Why the `--config` file cannot give a config (missing, a syntax error, get_config()
   raising or returning something else), as one sentence naming the file; None if it can."""
-  import importlib.util
-
   path = _config_path(argv)
   if path is None:
     return None
@@ -126,9 +128,7 @@ def _check_config_file(argv: Sequence[str]) -> str | None:
   if not os.path.isfile(path):
     return f"config file {path} not found (--config); check the path"
   try:
-    spec = importlib.util.spec_from_file_location("_declax_config_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _config_module(path)
     if not callable(getattr(module, "get_config", None)):
       return f"config file {path} has no get_config() function; define one returning a config"
     config = module.get_config(*args)

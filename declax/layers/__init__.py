@@ -4,7 +4,11 @@
 import declax.layers as tl
 model = tl.Serial(tl.Dense(8), tl.Relu(), tl.Dense(2), tl.LogSoftmax())
 ```
+
+The public names are those imported below; `__all__` is built from them.
 """
+
+import types as _types
 
 from declax.layers.activations import (
     Elu,
@@ -23,7 +27,29 @@ from declax.layers.activations import (
     Swish,
     Tanh,
 )
+from declax.layers.activations_extra import (
+    Exp,
+    HardSigmoid,
+    Log,
+    LogSumExp,
+    ThresholdedLinearUnit,
+    ThresholdToBinary,
+)
+from declax.layers.assert_shape import (
+    AssertFunction,
+    AssertShape,
+    ShapeAssertionError,
+    assert_shape,
+)
 from declax.layers.attention import Attention, AttentionQKV, CausalAttention, PaddingMask
+from declax.layers.attention_extra import (
+    ConfigurableAttention,
+    DotProductCausalAttention,
+    EncoderDecoderMask,
+    MergeHeads,
+    PureAttention,
+    SplitIntoHeads,
+)
 from declax.layers.base import Layer, LayerError, summary, with_mode
 from declax.layers.combinators import (
     Add,
@@ -45,6 +71,11 @@ from declax.layers.combinators import (
 )
 from declax.layers.control_flow import BatchLeadingAxes, Bidirectional, Chunk, Cond, Scan
 from declax.layers.convolution import AvgPool, Conv, MaxPool, SumPool
+from declax.layers.convolution_extra import (
+    CausalConv,
+    CausalDepthwiseConv,
+    LocallyConnected1d,
+)
 from declax.layers.core import (
     ArgMax,
     Dense,
@@ -55,13 +86,24 @@ from declax.layers.core import (
     Mean,
     Min,
     Negate,
-    PositionalEncoding,
-    ShiftRight,
     StopGradient,
     Sum,
     ToFloat,
 )
+from declax.layers.custom_grad import has_custom_backward
+from declax.layers.deconvolution import ConvTranspose
+from declax.layers.efficient_attention import EncDecAttention, SelfAttention
+from declax.layers.errors import LayerArgumentError
+from declax.layers.filter_response_norm import FilterResponseNorm
 from declax.layers.linen import Linen, LinenArityError
+from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention
+from declax.layers.lsh_ff import LSHFF
+from declax.layers.math_fns import (
+    log_gaussian_diag_pdf,
+    log_gaussian_pdf,
+    log_softmax,
+    one_hot,
+)
 from declax.layers.metrics import (
     Accuracy,
     BinaryCrossEntropyLoss,
@@ -72,81 +114,7 @@ from declax.layers.metrics import (
     WeightedCategoryAccuracy,
     WeightedCategoryCrossEntropy,
 )
-from declax.layers.normalization import BatchNorm, LayerNorm
-from declax.layers.rnn import GRU, LSTM, GRUCell, LSTMCell
-
-__all__ = [
-    # combinators
-    "Add", "BatchLeadingAxes", "Bidirectional", "Branch", "Chunk", "Concatenate", "Cond", "Drop",
-    "Dup", "Fn", "Gate", "Multiply", "Parallel", "Residual", "Scan", "Select", "Serial",
-    "SerialWithSideOutputs", "Split", "SubtractTop", "Swap",
-    # layers
-    "ArgMax", "Attention", "AttentionQKV", "AvgPool", "BatchNorm", "CausalAttention", "Conv",
-    "Dense", "Dropout", "Embedding", "Flatten", "GRU", "GRUCell", "LSTM", "LSTMCell", "LayerNorm",
-    "Max", "MaxPool", "Mean", "Min", "Negate", "PaddingMask", "PositionalEncoding", "ShiftRight",
-    "StopGradient", "Sum", "SumPool", "ToFloat",
-    # activations
-    "Elu", "FastGelu", "Gelu", "Glu", "HardTanh", "LeakyRelu", "LogSoftmax", "ParametricRelu",
-    "Relu", "Selu", "Sigmoid", "Softmax", "Softplus", "Swish", "Tanh",
-    # losses and metrics
-    "Accuracy", "BinaryCrossEntropyLoss", "CategoryAccuracy", "CategoryCrossEntropy",
-    "CrossEntropyLoss", "L2Loss", "WeightedCategoryAccuracy", "WeightedCategoryCrossEntropy",
-    # base
-    "Layer", "LayerError", "summary", "with_mode",
-    # Linen interop
-    "Linen", "LinenArityError",
-]
-
-# Efficient attention (Reformer)
-from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
-from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention  # noqa: E402
-from declax.layers.lsh_ff import LSHFF  # noqa: E402
-
-__all__ += ["EncDecAttention", "LSHFF", "LSHSelfAttention", "PureLSHSelfAttention",
-            "SelfAttention"]
-
-# Reversible layers and position encodings (Reformer)
-from declax.layers.position_encodings import (  # noqa: E402
-    AxialPositionalEncoding,
-    FixedBasePositionalEncoding,
-    InfinitePositionalEncoding,
-    Rotate,
-    SinCosPositionalEncoding,
-    TimeBinPositionalEncoding,
-)
-from declax.layers.reversible import (  # noqa: E402
-    ReversibleConcatenatePair,
-    ReversibleHalfResidual,
-    ReversibleLayer,
-    ReversibleReshape,
-    ReversibleSelect,
-    ReversibleSerial,
-    ReversibleSwap,
-)
-
-__all__ += [
-    "AxialPositionalEncoding", "FixedBasePositionalEncoding", "InfinitePositionalEncoding",
-    "ReversibleConcatenatePair", "ReversibleHalfResidual", "ReversibleLayer", "ReversibleReshape",
-    "ReversibleSelect", "ReversibleSerial", "ReversibleSwap", "Rotate", "SinCosPositionalEncoding",
-    "TimeBinPositionalEncoding",
-]
-# Trax compatibility: more of Trax's layers, metrics and functions under Trax's names.
-from declax.layers.activations_extra import (  # noqa: E402
-    Exp,
-    HardSigmoid,
-    Log,
-    LogSumExp,
-    ThresholdedLinearUnit,
-    ThresholdToBinary,
-)
-from declax.layers.custom_grad import has_custom_backward  # noqa: E402
-from declax.layers.math_fns import (  # noqa: E402
-    log_gaussian_diag_pdf,
-    log_gaussian_pdf,
-    log_softmax,
-    one_hot,
-)
-from declax.layers.metrics_extra import (  # noqa: E402
+from declax.layers.metrics_extra import (
     BinaryCrossEntropy,
     BinaryCrossEntropySum,
     CrossEntropySum,
@@ -158,7 +126,28 @@ from declax.layers.metrics_extra import (  # noqa: E402
     WeightedFScore,
     WeightedSum,
 )
-from declax.layers.utility import (  # noqa: E402
+from declax.layers.normalization import BatchNorm, LayerNorm
+from declax.layers.position_encodings import (
+    AxialPositionalEncoding,
+    FixedBasePositionalEncoding,
+    InfinitePositionalEncoding,
+    Rotate,
+    SinCosPositionalEncoding,
+    TimeBinPositionalEncoding,
+)
+from declax.layers.reversible import (
+    ReversibleConcatenatePair,
+    ReversibleHalfResidual,
+    ReversibleLayer,
+    ReversibleReshape,
+    ReversibleSelect,
+    ReversibleSerial,
+    ReversibleSwap,
+)
+from declax.layers.rnn import GRU, LSTM, GRUCell, LSTMCell
+from declax.layers.rnn_extra import SRU, ConvGRUCell, GeneralGRUCell, MakeZeroState
+from declax.layers.sequence import PositionalEncoding, ShiftRight
+from declax.layers.utility import (
     Cache,
     FlattenList,
     PrintShape,
@@ -168,43 +157,5 @@ from declax.layers.utility import (  # noqa: E402
     Weights,
 )
 
-__all__ += [
-    "BinaryCrossEntropy", "BinaryCrossEntropySum", "Cache", "CrossEntropySum", "Exp",
-    "FlattenList", "HardSigmoid", "Log", "LogSumExp", "MacroAveragedFScore",
-    "MaskedSequenceAccuracy", "PrintShape", "RandomUniform", "SequenceAccuracy",
-    "SigmoidBinaryCrossEntropyLoss", "SmoothL1Loss", "SummaryImage", "SummaryScalar",
-    "ThresholdToBinary", "ThresholdedLinearUnit", "WeightedFScore", "WeightedSum", "Weights",
-    "has_custom_backward", "log_gaussian_diag_pdf", "log_gaussian_pdf", "log_softmax", "one_hot",
-]
-from declax.layers.assert_shape import (  # noqa: E402
-    AssertFunction,
-    AssertShape,
-    ShapeAssertionError,
-    assert_shape,
-)
-from declax.layers.attention_extra import (  # noqa: E402
-    ConfigurableAttention,
-    DotProductCausalAttention,
-    EncoderDecoderMask,
-    MergeHeads,
-    PureAttention,
-    SplitIntoHeads,
-)
-from declax.layers.convolution_extra import (  # noqa: E402
-    CausalConv,
-    CausalDepthwiseConv,
-    LocallyConnected1d,
-)
-from declax.layers.deconvolution import ConvTranspose  # noqa: E402
-from declax.layers.filter_response_norm import FilterResponseNorm  # noqa: E402
-from declax.layers.rnn_extra import SRU, ConvGRUCell, GeneralGRUCell, MakeZeroState  # noqa: E402
-
-__all__ += [
-    "AssertFunction", "AssertShape", "CausalConv", "CausalDepthwiseConv", "ConfigurableAttention",
-    "ConvGRUCell", "ConvTranspose", "DotProductCausalAttention", "EncoderDecoderMask",
-    "FilterResponseNorm", "GeneralGRUCell", "LocallyConnected1d", "MakeZeroState", "MergeHeads",
-    "PureAttention", "SRU", "ShapeAssertionError", "SplitIntoHeads", "assert_shape",
-]
-from declax.layers.argument_errors import LayerArgumentError  # noqa: E402
-
-__all__ += ["LayerArgumentError"]
+__all__ = sorted(name for name, value in globals().items()
+                 if not name.startswith("_") and not isinstance(value, _types.ModuleType))

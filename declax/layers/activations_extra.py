@@ -79,6 +79,3 @@ class ThresholdedLinearUnit(Layer):
   def forward(self, x):
     threshold = self.param("threshold", nn.initializers.zeros, (), jnp.float32)
     return jnp.maximum(x, jnp.asarray(threshold, jnp.result_type(x)))
-
-
-__all__ = ["Exp", "HardSigmoid", "Log", "LogSumExp", "ThresholdToBinary", "ThresholdedLinearUnit"]

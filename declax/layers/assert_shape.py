@@ -215,6 +215,3 @@ def assert_shape(specification: str):
     return wrap_class(obj) if inspect.isclass(obj) else wrap_function(obj)
 
   return wrap
-
-
-__all__ = ["AssertFunction", "AssertShape", "ShapeAssertionError", "assert_shape"]

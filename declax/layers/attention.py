@@ -36,8 +36,6 @@ from declax.layers.base import Layer
 from declax.layers.dtypes import promote_dtype
 from declax.layers.partitioning import constrain, param_init
 
-__all__ = ["Attention", "AttentionQKV", "CausalAttention", "PaddingMask"]
-
 
 def _kw(default: Any) -> Any:
   return dataclasses.field(default=default, kw_only=True)

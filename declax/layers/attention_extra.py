@@ -117,13 +117,9 @@ class PureAttention(Layer):
   dropout: float = 0.0
   mode: str = "train"
 
-  @property
-  def n_in(self) -> int:
-    return 4
+  n_in = 4
 
-  @property
-  def n_out(self) -> int:
-    return 2
+  n_out = 2
 
   def contract(self, q, k, v, mask):
     for x in (q, k, v):
@@ -151,9 +147,7 @@ class DotProductCausalAttention(Layer):
   max_inference_length: int = 2048
   mode: str = "train"
 
-  @property
-  def n_in(self) -> int:
-    return 3
+  n_in = 3
 
   @nn.compact
   def forward(self, q, k, v):
@@ -212,9 +206,7 @@ class EncoderDecoderMask(Layer):
   ```
   """
 
-  @property
-  def n_in(self) -> int:
-    return 2
+  n_in = 2
 
   def contract(self, decoder_input, mask):
     chex.assert_rank(decoder_input, 3, exception_type=ValueError, custom_message=(
@@ -225,7 +217,3 @@ class EncoderDecoderMask(Layer):
     batch, source_length = mask.shape[0], mask.shape[-1]
     mask = mask.reshape((batch, 1, 1, source_length)).astype(at_least_float32(mask))
     return jnp.broadcast_to(mask, (batch, 1, decoder_input.shape[1], source_length))
-
-
-__all__ = ["ConfigurableAttention", "DotProductCausalAttention", "EncoderDecoderMask",
-           "MergeHeads", "PureAttention", "SplitIntoHeads", "per_head_attention"]

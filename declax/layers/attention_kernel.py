@@ -37,8 +37,6 @@ import numpy as np
 
 from declax.layers.dtypes import at_least_float32
 
-__all__ = ["AttentionChoice", "record_attention_choices", "select_attention_implementation"]
-
 IMPLEMENTATIONS = ("cudnn", "xla", "cpu")
 _CUDNN_DTYPES = ("bfloat16", "float16")
 
@@ -207,9 +205,7 @@ def _jax_attention(query, key, value, mask, is_causal, implementation):
                                         implementation=implementation)
 
 
-# ------------------------------------------------------------------------------------------------
-# declax's attention: blocks of causal queries, and a backward pass that keeps only the weights
-# ------------------------------------------------------------------------------------------------
+# ---- declax's attention: blocks of causal queries, and a backward pass that keeps only the weights
 
 _MASKED = -0.7 * float(np.finfo(np.float32).max)  # what masked logits become, as in JAX
 _MIN_BLOCK = 128  # causal attention over >= 2 blocks of this many queries skips masked keys

@@ -124,8 +124,9 @@ class Layer(nn.Module):
       return match.group(2)
     return child_name
 
-  # Layers that Trax builds as a `Serial` (e.g. `CausalAttention`) set this: called at the top
-  # level with more items than `n_in`, they pass the extra items through under their outputs.
+  # `Serial`, and layers that Trax builds as one (e.g. `CausalAttention`), set this: called at
+  # the top level with more items than `n_in`, they pass the extra items through under their
+  # outputs.
   passes_extra_items = False
 
   def _check_arity(self, items: tuple) -> tuple[tuple, tuple]:

@@ -15,7 +15,7 @@ from typing import Any
 import chex
 import jax.numpy as jnp
 
-from declax.layers.base import Layer, LayerError
+from declax.layers.base import Layer
 from declax.layers.dtypes import promote
 from declax.layers.linen import as_layer
 from declax.layers.stack import (
@@ -77,19 +77,24 @@ class Serial(SerialArity, Layer):
   """
 
   layers: tuple = ()
-
-  def _check_arity(self, items: tuple) -> tuple[tuple, tuple]:
-    top_level = not isinstance(self.parent, Layer)
-    if top_level and len(items) > self.n_in:
-      return items[: self.n_in], items[self.n_in :]
-    return super()._check_arity(items)
+  passes_extra_items = True  # at the top level: `Serial(model, loss)` takes a whole batch
 
   def forward(self, *items):
     return run_serial(self, self.layers, items)
 
 
+class _SideBySide(Layer):
+  """Sublayers whose outputs are concatenated on the stack (`Parallel`, `Branch`)."""
+
+  layers: tuple = ()
+
+  @property
+  def n_out(self) -> int:
+    return sum(layer.n_out for layer in self.layers)
+
+
 @positional_layers(lambda items: [_as_layer(x) for x in items])
-class Parallel(Layer):
+class Parallel(_SideBySide):
   """Applies layers to consecutive spans of the stack and concatenates their outputs.
 
   Layer `i` takes the next `layers[i].n_in` items. `None`/`[]` is an identity branch and a list
@@ -99,8 +104,6 @@ class Parallel(Layer):
   tl.Parallel(tl.Dense(3), None)((x, y))   # (Dense(x), y)
   ```
   """
-
-  layers: tuple = ()
 
   def __post_init__(self):
     if len(self.layers) < 2:
@@ -114,10 +117,6 @@ class Parallel(Layer):
   def n_in(self) -> int:
     return sum(layer.n_in for layer in self.layers)
 
-  @property
-  def n_out(self) -> int:
-    return sum(layer.n_out for layer in self.layers)
-
   def forward(self, *items):
     outputs, stack = (), items
     for layer in self.layers:
@@ -127,7 +126,7 @@ class Parallel(Layer):
 
 
 @positional_layers(lambda items: [_as_layer(x) for x in items])
-class Branch(Layer):
+class Branch(_SideBySide):
   """Runs each layer on copies of the top of the stack and concatenates their outputs.
 
   `n_in` is the largest of the branches' `n_in`; `n_out` is the sum of their `n_out`.
@@ -138,8 +137,6 @@ class Branch(Layer):
   ```
   """
 
-  layers: tuple = ()
-
   def __post_init__(self):
     if not self.layers:
       raise ValueError("Branch needs at least one sublayer")
@@ -148,10 +145,6 @@ class Branch(Layer):
   @property
   def n_in(self) -> int:
     return max(layer.n_in for layer in self.layers)
-
-  @property
-  def n_out(self) -> int:
-    return sum(layer.n_out for layer in self.layers)
 
   def forward(self, *items):
     return sum((self.call_child(layer, inputs_from_stack(items, layer.n_in))
@@ -271,9 +264,7 @@ class SerialWithSideOutputs(Layer):
     return run_serial(self, self.layers, items, n_side_outputs=self.n_side_outputs)
 
 
-# ------------------------------------------------------------------------------------------------
-# Stack manipulation and arithmetic
-# ------------------------------------------------------------------------------------------------
+# ---- Stack manipulation and arithmetic -----------------------------------------------------------
 
 
 class Fn(Layer):
@@ -402,10 +393,3 @@ class Split(Layer):
 
   def forward(self, x):
     return tuple(jnp.split(x, self.n_items, axis=self.axis))
-
-
-__all__ = [
-    "Add", "Branch", "Concatenate", "Drop", "Dup", "Fn", "Gate", "LayerError", "Multiply",
-    "Parallel", "Residual", "Select", "Serial", "SerialWithSideOutputs", "Split", "SubtractTop",
-    "Swap", "positional_layers", "stack_arity",
-]

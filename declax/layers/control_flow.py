@@ -283,6 +283,3 @@ class ScanLayers(SameArityAsLayer):
     )
     carry, _ = scan(self, tuple(items))
     return carry
-
-
-__all__ = ["BatchLeadingAxes", "Bidirectional", "Chunk", "Cond", "Scan", "ScanLayers"]

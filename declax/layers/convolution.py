@@ -212,6 +212,3 @@ class SumPool(_Pool):
 
   def forward(self, x):
     return nn.pool(x, 0.0, lax.add, **self._window(x))
-
-
-__all__ = ["AvgPool", "Conv", "MaxPool", "SumPool"]

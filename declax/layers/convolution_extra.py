@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
 from declax.layers.dtypes import promote_dtype
+from declax.layers.errors import LayerArgumentError
 
 
 class _OnSequences(Layer):
@@ -151,6 +151,3 @@ class LocallyConnected1d(Layer):
       bias = self.param("bias", self.bias_initializer, (out_length, self.filters))
       total = total + jax.lax.broadcast_to_rank(bias, jnp.ndim(total))
     return total
-
-
-__all__ = ["CausalConv", "CausalDepthwiseConv", "LocallyConnected1d"]

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from declax.layers.argument_errors import LayerArgumentError
+from declax.layers.errors import LayerArgumentError
 
 
 def has_custom_backward(layer: nn.Module) -> bool:

@@ -49,9 +49,7 @@ def at_least_float32(x: Any) -> Any:
     return jnp.promote_types(jnp.result_type(x), jnp.float32)
 
 
-# ------------------------------------------------------------------------------------------------
-# The mixed-precision policy behind `config.dtype`
-# ------------------------------------------------------------------------------------------------
+# ---- The mixed-precision policy behind `config.dtype` --------------------------------------------
 
 # `config.dtype` values: the compute dtype of every layer. Parameters stay float32 whatever it
 # is; models cast their logits back to float32 and losses compute in float32.

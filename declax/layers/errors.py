@@ -1,5 +1,5 @@
 """`LayerError`: a failure inside a layer, named by its path in the model, its creation site and
-what it received.
+what it received; `LayerArgumentError`: a layer constructed with arguments it cannot work with.
 
 ```python
 try:
@@ -82,3 +82,9 @@ class LayerError(DeclaxError, ValueError):
 
   def __reduce__(self):
     return (LayerError, (self.frames, self.cause))
+
+
+class LayerArgumentError(DeclaxError, ValueError):
+  """A layer's constructor arguments (or a custom backward pass's results) are unusable; the
+  message names the layer, the argument and what it must be
+  (`LocallyConnected1d: kernel_size must be odd, got 2`)."""

@@ -13,9 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from declax.layers.argument_errors import LayerArgumentError
 from declax.layers.base import Layer, describe
 from declax.layers.dtypes import promote_dtype
+from declax.layers.errors import LayerArgumentError
 
 
 class FilterResponseNorm(Layer):

@@ -66,6 +66,3 @@ def log_gaussian_diag_pdf(x: jax.Array, mu: jax.Array, diag_sigma: jax.Array) ->
   y = jnp.expand_dims(x - mu / diag_sigma, axis=-1)
   c = jnp.matmul(jnp.expand_dims(x - mu, axis=-2), y)[..., 0, 0]
   return -0.5 * (a + b + c)
-
-
-__all__ = ["log_gaussian_diag_pdf", "log_gaussian_pdf", "log_softmax", "one_hot"]

@@ -273,9 +273,3 @@ class L2Loss(_Metric):
   def forward(self, model_output, targets, weights):
     return _weighted_mean(optax.squared_error(_float(model_output), _float(targets)), targets,
                           weights)
-
-
-__all__ = [
-    "Accuracy", "BinaryCrossEntropyLoss", "CategoryAccuracy", "CategoryCrossEntropy",
-    "CrossEntropyLoss", "L2Loss", "WeightedCategoryAccuracy", "WeightedCategoryCrossEntropy",
-]

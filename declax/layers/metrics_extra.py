@@ -191,13 +191,6 @@ class BinaryCrossEntropySum(_Metric):
     return jnp.sum(probs_binary_cross_entropy(model_output, targets) * _float(weights))
 
 
-__all__ = [
-    "BinaryCrossEntropy", "BinaryCrossEntropySum", "CrossEntropySum", "MacroAveragedFScore",
-    "MaskedSequenceAccuracy", "SequenceAccuracy", "SmoothL1Loss", "WeightedFScore",
-    "SigmoidBinaryCrossEntropyLoss", "WeightedSum",
-]
-
-
 class SigmoidBinaryCrossEntropyLoss(_WeightsBroadcast):
   """Weighted mean binary cross-entropy of *logits* against 0/1 targets (declax's own; Trax's
   `BinaryCrossEntropyLoss` takes probabilities). `model_output` has the targets' shape, or that

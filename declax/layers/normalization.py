@@ -183,6 +183,3 @@ class BatchNorm(Layer):
     else:
       mean, var = running_mean.value, running_var.value
     return _normalize(self, x, xf - broadcast(mean), broadcast(var), *params, broadcast=broadcast)
-
-
-__all__ = ["BatchNorm", "LayerNorm"]

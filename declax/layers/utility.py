@@ -53,9 +53,7 @@ class Weights(Layer):
   shape: Sequence[int] = ()
   use_bfloat16: bool = False
 
-  @property
-  def n_in(self) -> int:
-    return 0
+  n_in = 0
 
   @property
   def default_label(self) -> str:
@@ -84,9 +82,7 @@ class RandomUniform(Layer):
   dtype: Any = jnp.float32
   sync: bool = False
 
-  @property
-  def n_in(self) -> int:
-    return 0
+  n_in = 0
 
   def forward(self):
     stream = "random" if self.has_rng("random") or not self.has_rng("dropout") else "dropout"
@@ -239,7 +235,3 @@ class Cache(SameArityAsLayer):
     if self.is_mutable_collection("cache"):
       stored.value, filled.value = outputs, jnp.ones((), jnp.bool_)
     return outputs
-
-
-__all__ = ["Cache", "FlattenList", "PrintShape", "RandomUniform", "SummaryImage",
-           "SummaryScalar", "Weights"]

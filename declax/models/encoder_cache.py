@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import chex
 import flax.linen as nn
 import jax.numpy as jnp
 
 import declax.layers as tl
 from declax.layers.combinators import positional_layers
-
-__all__ = ["EncoderDecoder", "EncoderDecoderAttention"]
 
 
 class EncoderDecoderAttention(tl.AttentionQKV):
@@ -48,12 +45,7 @@ class EncoderDecoderAttention(tl.AttentionQKV):
     return "AttentionQKV"
 
   @nn.compact
-  def forward(self, queries, keys, values, mask):
-    self._check_sequence(queries, "queries")
-    self._check_sequence(keys, "keys")
-    chex.assert_equal_shape((keys, values), custom_message="keys and values")
-    chex.assert_equal_shape_prefix((queries, keys), 1, custom_message="batch size of queries/keys")
-    self._check_mask(mask)
+  def forward(self, queries, keys, values, mask):  # (AttentionQKV's contract checks them)
     q = self._project(queries, "query")
     if self.mode == "predict" and self.cache_KV_in_predict:
       k, v = self._cached_key_value(keys, values)

@@ -10,8 +10,6 @@ import jax.numpy as jnp
 import declax.layers as tl
 from declax.models.blocks import compute_dtype
 
-__all__ = ["CNN", "MLP"]
-
 
 def MLP(layer_widths: Sequence[int] = (128, 64), n_classes: int = 10,  # noqa: N802 (Trax's name)
         activation: Callable[[], tl.Layer] | str = tl.Relu, flatten: bool = True,

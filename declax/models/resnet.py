@@ -17,8 +17,6 @@ import jax.numpy as jnp
 import declax.layers as tl
 from declax.models.blocks import compute_dtype
 
-__all__ = ["Resnet50", "WideResnet"]
-
 
 def _head(n_classes: int) -> list:
   """Global average pool -> float32 Dense -> LogSoftmax."""
@@ -27,9 +25,7 @@ def _head(n_classes: int) -> list:
           tl.LogSoftmax()]
 
 
-# ------------------------------------------------------------------------------------------------
-# Wide ResNet
-# ------------------------------------------------------------------------------------------------
+# ---- Wide ResNet ---------------------------------------------------------------------------------
 
 
 def WideResnetBlock(channels: int, strides: Sequence[int] = (1, 1),  # noqa: N802 (Trax's name)
@@ -92,9 +88,7 @@ def WideResnet(n_blocks: int = 3, widen_factor: int = 1, n_output_classes: int =
   )
 
 
-# ------------------------------------------------------------------------------------------------
-# ResNet-50
-# ------------------------------------------------------------------------------------------------
+# ---- ResNet-50 -----------------------------------------------------------------------------------
 
 
 def _bottleneck(kernel_size: int, filters: Sequence[int], strides: Sequence[int], norm: Callable,

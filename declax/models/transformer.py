@@ -27,8 +27,6 @@ from declax.layers.base import flatten_layers
 from declax.models.blocks import Block, ScanLayers, compute_dtype, float32_logits
 from declax.models.encoder_cache import EncoderDecoder, EncoderDecoderAttention
 
-__all__ = ["Transformer", "TransformerEncoder", "TransformerLM"]
-
 EMBED_AXES = ("batch", "length", "embed")
 MLP_AXES = ("batch", "length", "mlp")
 
@@ -54,9 +52,7 @@ class EncoderPositionalEncoding(tl.PositionalEncoding):
     return 0
 
 
-# ------------------------------------------------------------------------------------------------
-# Blocks
-# ------------------------------------------------------------------------------------------------
+# ---- Blocks --------------------------------------------------------------------------------------
 
 
 def FeedForward(d_model: int, d_ff: int, dropout: float, dropout_shared_axes: Sequence[int],  # noqa: N802
@@ -74,9 +70,19 @@ def FeedForward(d_model: int, d_ff: int, dropout: float, dropout_shared_axes: Se
   )
 
 
-def _residual_ff(d_model, d_ff, dropout, shared, activation, mode, dtype) -> tl.Residual:
-  return tl.Residual(FeedForward(d_model, d_ff, dropout, shared, activation, mode, dtype),
-                     tl.Dropout(dropout, shared_axes=shared, mode=mode))
+def _block(name: str, attentions: list[list[tl.Layer]], d_model: int, d_ff: int,
+           dropout: float, shared: Sequence[int], activation: Activation, mode: str, dtype: Any,
+           remat_policy: Any, prevent_cse: bool) -> Block:
+  """A pre-norm residual `Residual(LayerNorm, *layers, Dropout)` for each `layers` of
+  `attentions`, then `Residual(FeedForward, Dropout)`."""
+  residuals = [tl.Residual(tl.LayerNorm(dtype=dtype), *layers,
+                           tl.Dropout(dropout, shared_axes=shared, mode=mode))
+               for layers in attentions]
+  feed_forward = tl.Residual(FeedForward(d_model, d_ff, dropout, shared, activation, mode, dtype),
+                             tl.Dropout(dropout, shared_axes=shared, mode=mode))
+  return Block(*residuals, feed_forward, block_name=name, input_axes=EMBED_AXES,
+               output_axes=(EMBED_AXES,) * (len(residuals) + 1), remat_policy=remat_policy,
+               prevent_cse=prevent_cse)
 
 
 def DecoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa: N802
@@ -84,18 +90,10 @@ def DecoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa:
                  activation: Activation, mode: str, max_len: int, dtype: Any = None,
                  remat_policy: Any = None, prevent_cse: bool = True) -> Block:
   """`x -> x`: causal self-attention and feed-forward, each in a pre-norm residual."""
-  shared = dropout_shared_axes
-  return Block(
-      tl.Residual(
-          tl.LayerNorm(dtype=dtype),
-          tl.CausalAttention(d_model, n_heads=n_heads, dropout=attention_dropout, mode=mode,
-                             max_inference_length=max_len, dtype=dtype),
-          tl.Dropout(dropout, shared_axes=shared, mode=mode),
-      ),
-      _residual_ff(d_model, d_ff, dropout, shared, activation, mode, dtype),
-      block_name="DecoderBlock", input_axes=EMBED_AXES, output_axes=(EMBED_AXES, EMBED_AXES),
-      remat_policy=remat_policy, prevent_cse=prevent_cse,
-  )
+  attention = tl.CausalAttention(d_model, n_heads=n_heads, dropout=attention_dropout, mode=mode,
+                                 max_inference_length=max_len, dtype=dtype)
+  return _block("DecoderBlock", [[attention]], d_model, d_ff, dropout, dropout_shared_axes,
+                activation, mode, dtype, remat_policy, prevent_cse)
 
 
 def EncoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa: N802
@@ -103,18 +101,10 @@ def EncoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa:
                  activation: Activation, mode: str, dtype: Any = None,
                  remat_policy: Any = None, prevent_cse: bool = True) -> Block:
   """`(x, mask) -> (x, mask)`: self-attention under a padding mask, then feed-forward."""
-  shared = dropout_shared_axes
-  return Block(
-      tl.Residual(
-          tl.LayerNorm(dtype=dtype),
-          tl.Attention(d_model, n_heads=n_heads, dropout=attention_dropout, mode=mode,
-                       dtype=dtype),
-          tl.Dropout(dropout, shared_axes=shared, mode=mode),
-      ),
-      _residual_ff(d_model, d_ff, dropout, shared, activation, mode, dtype),
-      block_name="EncoderBlock", input_axes=EMBED_AXES, output_axes=(EMBED_AXES, EMBED_AXES),
-      remat_policy=remat_policy, prevent_cse=prevent_cse,
-  )
+  attention = tl.Attention(d_model, n_heads=n_heads, dropout=attention_dropout, mode=mode,
+                           dtype=dtype)
+  return _block("EncoderBlock", [[attention]], d_model, d_ff, dropout, dropout_shared_axes,
+                activation, mode, dtype, remat_policy, prevent_cse)
 
 
 def EncoderDecoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  # noqa: N802
@@ -124,27 +114,16 @@ def EncoderDecoderBlock(d_model: int, d_ff: int, n_heads: int, dropout: float,  
                         cache_KV_in_predict: bool = True) -> Block:  # noqa: N803
   """`(x_dec, mask, x_enc) -> same`: causal self-attention, attention to the encoder (under its
   padding mask; in `'predict'` mode its keys and values are projected once), feed-forward."""
-  shared = dropout_shared_axes
-  return Block(
-      tl.Residual(
-          tl.LayerNorm(dtype=dtype),
-          tl.CausalAttention(d_model, n_heads=n_heads, dropout=attention_dropout, mode=mode,
-                             max_inference_length=max_len, dtype=dtype),
-          tl.Dropout(dropout, shared_axes=shared, mode=mode),
-      ),
-      tl.Residual(
-          tl.LayerNorm(dtype=dtype),
-          tl.Select([0, 2, 2, 1, 2]),  # x_dec x_enc x_enc mask x_enc
-          EncoderDecoderAttention(d_model, n_heads=n_heads, dropout=attention_dropout,
-                                  mode=mode, dtype=dtype,
-                                  cache_KV_in_predict=cache_KV_in_predict),  # x_dec mask x_enc
-          tl.Dropout(dropout, shared_axes=shared, mode=mode),
-      ),
-      _residual_ff(d_model, d_ff, dropout, shared, activation, mode, dtype),
-      block_name="EncoderDecoderBlock", input_axes=EMBED_AXES,
-      output_axes=(EMBED_AXES, EMBED_AXES, EMBED_AXES),
-      remat_policy=remat_policy, prevent_cse=prevent_cse,
-  )
+  self_attention = tl.CausalAttention(d_model, n_heads=n_heads, dropout=attention_dropout,
+                                      mode=mode, max_inference_length=max_len, dtype=dtype)
+  encoder_attention = [
+      tl.Select([0, 2, 2, 1, 2]),  # x_dec x_enc x_enc mask x_enc
+      EncoderDecoderAttention(d_model, n_heads=n_heads, dropout=attention_dropout,
+                              mode=mode, dtype=dtype,
+                              cache_KV_in_predict=cache_KV_in_predict),  # x_dec mask x_enc
+  ]
+  return _block("EncoderDecoderBlock", [[self_attention], encoder_attention], d_model, d_ff,
+                dropout, dropout_shared_axes, activation, mode, dtype, remat_policy, prevent_cse)
 
 
 def _stack(make_block: Callable[..., Block], n_layers: int, scan_layers: bool,
@@ -155,11 +134,15 @@ def _stack(make_block: Callable[..., Block], n_layers: int, scan_layers: bool,
   return [make_block(remat_policy=remat_policy) for _ in range(n_layers)]
 
 
-def _check_common(d_model: int, n_heads: int, dropout: float) -> None:
+def _common(d_model: int, n_heads: int, dropout: float, dropout_shared_axes: Sequence[int] | None,
+            attention_dropout: float | None, dtype: Any) -> tuple[Any, tuple, float]:
+  """Checks the shared arguments; returns `(dtype, dropout_shared_axes, attention_dropout)`."""
   if d_model % n_heads:
     raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
   if not 0.0 <= dropout < 1.0:
     raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+  attention_dropout = dropout if attention_dropout is None else attention_dropout
+  return compute_dtype(dtype), tuple(dropout_shared_axes or ()), attention_dropout
 
 
 def _embedder(vocab_size: int, d_model: int, dropout: float, shared: Sequence[int], mode: str,
@@ -168,9 +151,7 @@ def _embedder(vocab_size: int, d_model: int, dropout: float, shared: Sequence[in
           tl.Dropout(dropout, shared_axes=shared, mode=mode)]
 
 
-# ------------------------------------------------------------------------------------------------
-# Models
-# ------------------------------------------------------------------------------------------------
+# ---- Models --------------------------------------------------------------------------------------
 
 
 def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N802
@@ -206,10 +187,8 @@ def TransformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa
   logits = tl.with_mode(model, 'eval').apply(variables, tokens)    # (2, 16, 256)
   ```
   """
-  _check_common(d_model, n_heads, dropout)
-  dtype = compute_dtype(dtype)
-  shared = tuple(dropout_shared_axes or ())
-  attention_dropout = dropout if attention_dropout is None else attention_dropout
+  dtype, shared, attention_dropout = _common(d_model, n_heads, dropout, dropout_shared_axes,
+                                             attention_dropout, dtype)
 
   def block(**kwargs) -> Block:
     return DecoderBlock(d_model, d_ff, n_heads, dropout, attention_dropout, shared,
@@ -260,10 +239,8 @@ def TransformerEncoder(vocab_size: int, n_classes: int = 10, d_model: int = 512,
   log_probs = model.apply(variables, tokens, rngs={'dropout': key})   # (batch, 10)
   ```
   """
-  _check_common(d_model, n_heads, dropout)
-  dtype = compute_dtype(dtype)
-  shared = tuple(dropout_shared_axes or ())
-  attention_dropout = dropout if attention_dropout is None else attention_dropout
+  dtype, shared, attention_dropout = _common(d_model, n_heads, dropout, dropout_shared_axes,
+                                             attention_dropout, dtype)
 
   def block(**kwargs) -> Block:
     return EncoderBlock(d_model, d_ff, n_heads, dropout, attention_dropout, shared,
@@ -312,10 +289,8 @@ def Transformer(input_vocab_size: int, output_vocab_size: int | None = None,  # 
   logits, targets = model.apply(variables, (inputs, targets), rngs={'dropout': key})
   ```
   """
-  _check_common(d_model, n_heads, dropout)
-  dtype = compute_dtype(dtype)
-  shared = tuple(dropout_shared_axes or ())
-  attention_dropout = dropout if attention_dropout is None else attention_dropout
+  dtype, shared, attention_dropout = _common(d_model, n_heads, dropout, dropout_shared_axes,
+                                             attention_dropout, dtype)
   in_embedding = tl.Embedding(input_vocab_size, d_model, dtype=dtype)
   out_vocab = input_vocab_size if output_vocab_size is None else output_vocab_size
   out_embedding = in_embedding if output_vocab_size is None else None

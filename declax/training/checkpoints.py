@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as preservation
 
@@ -35,7 +34,7 @@ from declax.training.digests import array_digests, mismatched
 from declax.training.state import path_name, tree_signature
 
 __all__ = ["CheckpointCorruptedError", "CheckpointMismatchError", "CheckpointSaveError",
-           "Checkpointer", "OptimizerMismatchError", "gather_json", "local_position"]
+           "Checkpointer", "OptimizerMismatchError"]
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,7 @@ class CheckpointSaveError(DeclaxError, RuntimeError):
             if last_good_step is not None else "no earlier checkpoint exists")
     why = _short(cause)
     why += "" if os.strerror(errno.ENOSPC) in why else _disk_full(directory)
-    super().__init__(f"could not save {what} in {directory}: {why}"
-                     ". Training stopped; "
+    super().__init__(f"could not save {what} in {directory}: {why}. Training stopped; "
                      f"{kept} (the incomplete {what} is never loaded and is removed on the next "
                      "start). Fix the cause (free disk space?) and rerun to resume.")
 
@@ -119,14 +117,11 @@ class CheckpointSaveError(DeclaxError, RuntimeError):
 def _disk_full(directory: str) -> str:
   """A note when `directory`'s file system is (nearly) full: Orbax's clean-up of a failed save
   can raise its own error (e.g. 'Directory not empty' from late writes), hiding the ENOSPC."""
-  import shutil
-
   try:
     free = shutil.disk_usage(directory).free
   except OSError:
     return ""
-  full = os.strerror(errno.ENOSPC)
-  return f" ({full}: {free} bytes free)" if free < 1 << 20 else ""
+  return f" ({os.strerror(errno.ENOSPC)}: {free} bytes free)" if free < 1 << 20 else ""
 
 
 def _short(error: BaseException, limit: int = 400) -> str:
@@ -160,49 +155,6 @@ def compare_trees(stored: dict[str, tuple], expected: dict[str, tuple]
   mismatched = [(p, stored[p], expected[p]) for p in sorted(set(stored) & set(expected))
                 if stored[p] != expected[p]]
   return missing, unexpected, mismatched
-
-
-def _metadata_signature(metadata: Any) -> dict[str, tuple]:
-  flat = jax.tree_util.tree_flatten_with_path(metadata)[0]
-  return {path_name(p): (tuple(m.shape), str(m.dtype)) for p, m in flat
-          if getattr(m, "shape", None) is not None}
-
-
-# ------------------------------------------------------------------------------------------------
-# Data positions of every process
-# ------------------------------------------------------------------------------------------------
-
-
-def gather_json(value: Any) -> list[Any]:
-  """`[value of process 0, value of process 1, ...]` for a JSON-serialisable value.
-
-  Every process feeds its own shard of the data, so every process has its own iterator
-  position; Orbax writes JSON items from the primary process only, so they are gathered first.
-  (A collective: all processes must call it together, as they do when saving.)
-  """
-  if jax.process_count() == 1:
-    return [value]
-  from jax.experimental import multihost_utils
-
-  encoded = np.frombuffer(json.dumps(value).encode(), np.uint8)
-  longest = int(np.max(multihost_utils.process_allgather(np.int32(len(encoded)))))
-  padded = np.zeros(longest, np.uint8)
-  padded[: len(encoded)] = encoded
-  gathered = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in np.asarray(gathered)]
-
-
-def local_position(saved: Any) -> Any:
-  """This process's entry of a `gather_json` list (None, with a warning, if the number of
-  processes changed since the checkpoint was written)."""
-  if not isinstance(saved, list):
-    return saved
-  if len(saved) != jax.process_count():
-    log.warning("The checkpoint holds data positions of %d processes, this run has %d: the "
-                "training data starts from its beginning, not where the checkpoint stopped",
-                len(saved), jax.process_count())
-    return None
-  return saved[jax.process_index()]
 
 
 def _older_format_target(stored: Any, abstract: Any) -> tuple[Any, Callable[[Any], Any]]:
@@ -326,12 +278,10 @@ class Checkpointer:
     )
     self.wait_until_finished()  # a failure of the previous save is reported as that step's
     self._pending_step = int(step)
+    ranked = None if self.best_metric is None or metrics is None else {
+        self.best_metric: float(metrics[self.best_metric])}
     try:
-      if self.best_metric is not None and metrics is not None:
-        metrics = {self.best_metric: float(metrics[self.best_metric])}
-      else:
-        metrics = None
-      started = bool(self._manager.save(step, args=args, force=force, metrics=metrics))
+      started = bool(self._manager.save(step, args=args, force=force, metrics=ranked))
     except Exception as error:
       raise self._save_error(error) from error
     if not self._async:  # already written
@@ -339,10 +289,8 @@ class Checkpointer:
     return started
 
   def wait_until_finished(self) -> None:
-    """Blocks until pending asynchronous saves are on disk (and committed).
-
-    Raises `CheckpointSaveError` if one of them failed.
-    """
+    """Blocks until pending asynchronous saves are on disk (and committed); raises
+    `CheckpointSaveError` if one of them failed."""
     try:
       self._manager.wait_until_finished()
     except Exception as error:
@@ -378,7 +326,9 @@ class Checkpointer:
     if stored_state is None:
       raise self._corrupted(step, "it holds no train state (an incomplete copy, or not a "
                             "declax checkpoint)")
-    stored = _metadata_signature(stored_state)
+    stored = {path_name(p): (tuple(m.shape), str(m.dtype))
+              for p, m in jax.tree_util.tree_flatten_with_path(stored_state)[0]
+              if getattr(m, "shape", None) is not None}
     missing, unexpected, mismatched = compare_trees(stored, tree_signature(abstract_state))
     if missing or unexpected or mismatched:
       raise CheckpointMismatchError(self._step_dir(step), missing, unexpected, mismatched)
@@ -390,13 +340,10 @@ class Checkpointer:
     """
     self.check(step, abstract_state)
     try:
-      target, rebuild = _older_format_target(self._manager.item_metadata(step)["state"],
-                                             abstract_state)
-      items = {"state": ocp.args.StandardRestore(target)}
-      stored_items = self._manager.item_metadata(step).keys()
-      for name in ("data", "meta"):
-        if name in stored_items:
-          items[name] = ocp.args.JsonRestore()
+      metadata = self._manager.item_metadata(step)
+      target, rebuild = _older_format_target(metadata["state"], abstract_state)
+      items = {"state": ocp.args.StandardRestore(target),
+               **{n: ocp.args.JsonRestore() for n in ("data", "meta") if n in metadata.keys()}}
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
       data_state = restored["data"] if "data" in items else None
       if data_state is not None and not isinstance(data_state, dict):

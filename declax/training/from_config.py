@@ -13,6 +13,7 @@ loop = train_and_evaluate(config, '/tmp/digits')
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -22,7 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from declax import registry, sharding
@@ -37,8 +40,8 @@ from declax.training.workdir import WorkdirError
 
 __all__ = ["build_eval_task", "build_loop", "build_model", "build_optimizer", "build_train_task",
            "flatten_config", "load_config", "local_batch_size", "model_input_specs",
-           "restore_from_workdir",
-           "sample_from_workdir", "to_dict", "train_and_evaluate", "write_config"]
+           "restore_from_workdir", "sample_from_workdir", "to_dict", "train_and_evaluate",
+           "write_config"]
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,7 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-# ------------------------------------------------------------------------------------------------
-# Model and optimizer
-# ------------------------------------------------------------------------------------------------
+# ---- Model and optimizer -------------------------------------------------------------------------
 
 
 def build_model(config: ml_collections.ConfigDict, mode: str = "train") -> Any:
@@ -121,9 +122,7 @@ def build_optimizer(config: ml_collections.ConfigDict
   return tx, schedule
 
 
-# ------------------------------------------------------------------------------------------------
-# Data and tasks
-# ------------------------------------------------------------------------------------------------
+# ---- Data and tasks ------------------------------------------------------------------------------
 
 
 def local_batch_size(global_batch_size: int) -> int:
@@ -183,9 +182,7 @@ def _eval_batches(wanted: int | None, per_epoch: int, split: str) -> int:
   return per_epoch
 
 
-# ------------------------------------------------------------------------------------------------
-# Loop
-# ------------------------------------------------------------------------------------------------
+# ---- Loop ----------------------------------------------------------------------------------------
 
 
 def build_loop(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None,
@@ -218,18 +215,13 @@ def plateau_kwargs(config: ml_collections.ConfigDict) -> dict | None:
 
 def loop_features(config: ml_collections.ConfigDict, model: Any, task: TrainTask) -> dict:
   """The `Loop` arguments of the optional training features a config turns on."""
-  import functools
-
   from declax.training import model_init
   from declax.training.callbacks import EarlyStopping, at_every
 
-  train, features = config.train, {}
+  train = config.train
+  features = {k: train[k] for k in ("checkpoint_low_metric", "checkpoint_high_metric") if train[k]}
   if train.permanent_checkpoint_every:
     features["permanent_checkpoint_at"] = at_every(train.permanent_checkpoint_every)
-  if train.checkpoint_low_metric:
-    features["checkpoint_low_metric"] = train.checkpoint_low_metric
-  if train.checkpoint_high_metric:
-    features["checkpoint_high_metric"] = train.checkpoint_high_metric
   if train.early_stopping_patience:
     features["callbacks"] = [functools.partial(
         EarlyStopping, metric=train.early_stopping_metric, mode=train.early_stopping_mode,
@@ -317,8 +309,6 @@ def model_input_specs(config: ml_collections.ConfigDict) -> list[jax.ShapeDtypeS
   model_input_specs(load_config('/tmp/declax/digits_mlp'))   # [ShapeDtypeStruct((1, 64), ...), ...]
   ```
   """
-  import numpy as np
-
   config = resolve_config(config)
   split = config.data.eval_split or config.data.train_split
   batch = next(iter(_pipeline(config, split, jax.process_count(), shuffle=False)))
@@ -375,8 +365,6 @@ def _input_candidates(config: ml_collections.ConfigDict, model: Any):
   """Input shapes to trace the model's init with: the data's first, then one token per input
   (for a workdir whose Loop was fed other data than its config's: token models' parameters do
   not depend on the sequence length)."""
-  import jax.numpy as jnp
-
   try:
     if not config.get("experiment"):  # an experiment feeds its model its own data
       yield model_input_specs(config)[: model.n_in]

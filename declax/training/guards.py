@@ -66,7 +66,7 @@ class NonFiniteStateError(NonFiniteLossError):
     return (type(self), (self.step, self.what, self.last_checkpoint))
 
 
-# ---- Arguments ---------------------------------------------------------------------------------
+# ---- Arguments -----------------------------------------------------------------------------------
 
 
 def check_n_steps(n_steps: Any) -> int:
@@ -88,7 +88,7 @@ def check_keep_checkpoints(keep: Any) -> None:
                       "is written")
 
 
-# ---- One live Loop per work directory in a process ---------------------------------------------
+# ---- One live Loop per work directory in a process -----------------------------------------------
 
 _LIVE: dict[str, weakref.ref] = {}
 _LIVE_LOCK = threading.Lock()
@@ -118,7 +118,7 @@ def claim_workdir(directory: str, loop: Any) -> Callable[[], None]:
   return release
 
 
-# ---- Evaluation, checked before training --------------------------------------------------------
+# ---- Evaluation, checked before training ---------------------------------------------------------
 
 
 def _layers(layer: nn.Module, seen: set[int] | None = None):
@@ -176,7 +176,7 @@ def check_eval_setup(eval_tasks: Sequence[Any], eval_steps: Sequence[Any], state
           "layers taking model outputs + targets), its data or the eval_model") from error
 
 
-# ---- Labels against the classes ----------------------------------------------------------------
+# ---- Labels against the classes ------------------------------------------------------------------
 
 
 def check_labels(model: nn.Module, variables: Any, batch: Sequence[Any], what: str) -> None:

@@ -31,49 +31,13 @@ from jax.sharding import Mesh
 
 from declax import sharding
 from declax.layers.base import with_mode
+from declax.training import guards, loop_reporting, loop_schedule, loop_setup, metric_writers
 from declax.training.callbacks import TrainingStepCallback, make_callbacks
-from declax.training.checkpoints import gather_json
 from declax.training.config_schema import ConfigError
 from declax.training.default_config import get_config
 from declax.training.evaluation import check_metric_name, run_eval_tasks
-from declax.training.guards import (
-  LoopClosedError,
-  NonFiniteStateError,
-  check_eval_model,
-  check_keep_checkpoints,
-  check_n_steps,
-  make_state_check,
-)
-from declax.training.loop_data import BatchFeeder
+from declax.training.loop_data import BatchFeeder, gather_json
 from declax.training.loop_options import LoopOptions
-from declax.training.loop_reporting import (
-  check_metrics,
-  console_writers,
-  report_metrics,
-  write_hparams,
-)
-from declax.training.loop_schedule import (
-  LoopSchedule,
-  evaluate_and_save,
-  finish_saves,
-  preemption_reached,
-  ranking_metrics,
-)
-from declax.training.loop_setup import (
-  check_before_training,
-  compile_steps,
-  data_key,
-  global_specs,
-  open_output_dir,
-  resume_data,
-  start_state,
-)
-from declax.training.metric_writers import (
-  MetricWriter,
-  create_default_writer,
-  write_curves,
-  write_model_summary,
-)
 from declax.training.optimizers import feed_plateau_metric
 from declax.training.preemption import stop_on_sigterm
 from declax.training.progress import Progress
@@ -127,16 +91,16 @@ class Loop:
                output_dir: str | os.PathLike | None = None,
                mesh: Mesh | Mapping[str, int] | None = None, *,
                checkpoint_at: Callable[[int], bool] | None = None,
-               checkpoint_low_metric: str | None = None,
-               checkpoint_high_metric: str | None = None,
+               checkpoint_low_metric: str | None = None, checkpoint_high_metric: str | None = None,
                permanent_checkpoint_at: Callable[[int], bool] | None = None,
                eval_at: Callable[[int], bool] | None = None,
                which_task: Callable[[int], int] | None = None,
                callbacks: Sequence[Callable[[Loop], TrainingStepCallback]] | None = None,
-               sharding_rules: Any = None, eval_every: int | None = None,
+               sharding_rules: Any = None, eval_every: int | None = None, seed: int = 0,
                log_every: int = _DEFAULTS.log_every,
-               keep_checkpoints: int | None = _DEFAULTS.keep_checkpoints, seed: int = 0,
-               writers: MetricWriter | None = None, hparams: Mapping[str, Any] | None = None,
+               keep_checkpoints: int | None = _DEFAULTS.keep_checkpoints,
+               writers: metric_writers.MetricWriter | None = None,
+               hparams: Mapping[str, Any] | None = None,
                profile_steps: Sequence[int] | None = None, **options: Any):
     self._tasks = [tasks] if isinstance(tasks, TrainTask) else list(tasks)
     if not self._tasks or not all(isinstance(t, TrainTask) for t in self._tasks):
@@ -145,15 +109,15 @@ class Loop:
       raise ConfigError(f"log_every must be >= 1, got {log_every}")
     eval_tasks = [eval_tasks] if isinstance(eval_tasks, EvalTask) else list(eval_tasks or [])
     self._eval_tasks, self._log_every = eval_tasks, log_every
-    check_keep_checkpoints(keep_checkpoints)
+    guards.check_keep_checkpoints(keep_checkpoints)
     self._options = o = LoopOptions(**options)
     self.model = model
     if eval_model is not None and eval_tasks:
-      check_eval_model(eval_model)
+      guards.check_eval_model(eval_model)
     self.eval_model = eval_model if eval_model is not None else with_mode(model, "eval")
     self.closed = False
     self._last_batch: Any = None
-    self._schedule = LoopSchedule.create(
+    self._schedule = loop_schedule.LoopSchedule.create(
         self._tasks, checkpoint_at=checkpoint_at, permanent_checkpoint_at=permanent_checkpoint_at,
         eval_at=eval_at, eval_every=eval_every, which_task=which_task,
         checkpoint_low_metric=checkpoint_low_metric, checkpoint_high_metric=checkpoint_high_metric)
@@ -163,39 +127,42 @@ class Loop:
     self.rules = sharding.rules_from_config(sharding_rules)
     self.output_dir = self._workdir_lock = self.checkpointer = self._release_claim = None
     (self.output_dir, self.checkpointer, self._workdir_lock, self._release_claim) = (
-        open_output_dir(self, output_dir, keep_checkpoints, o.async_checkpoints,
-                        self._schedule.permanent_at, self._best, o.checkpoint_digests))
+        loop_setup.open_output_dir(self, output_dir, keep_checkpoints, o.async_checkpoints,
+                                   self._schedule.permanent_at, self._best, o.checkpoint_digests))
     self._feeder = BatchFeeder(self._tasks, self.mesh, o.prefetch, o.check_inputs)
-    self._writer = writers if writers is not None else create_default_writer(self.output_dir)
+    self._writer = (writers if writers is not None
+                    else metric_writers.create_default_writer(self.output_dir))
     self.eval_history: list[tuple[int, dict[str, float]]] = []
-    self._batch_specs = [global_specs(t) for t in self._tasks]
+    self._batch_specs = [loop_setup.global_specs(t) for t in self._tasks]
     sharding.check_batch_size(self._batch_specs[0][0].shape[0], self.mesh)
-    start = start_state(self.model, self._tasks, self._batch_specs, self.mesh, self.rules, seed,
-                        self.checkpointer, o.init_params)
+    start = loop_setup.start_state(self.model, self._tasks, self._batch_specs, self.mesh,
+                                   self.rules, seed, self.checkpointer, o.init_params)
     self.state, self._step = start.state, int(jax.device_get(start.state.step))
     if start.step is not None:
-      resume_data(self._tasks, start.step, start.data_state, self.checkpointer.directory,
-                  self._multi)
-    steps = compile_steps(self.model, self.eval_model, self._tasks, self._eval_tasks, self.mesh,
-                          start.shardings, o)
+      loop_setup.resume_data(self._tasks, start.step, start.data_state,
+                             self.checkpointer.directory, self._multi)
+    steps = loop_setup.compile_steps(self.model, self.eval_model, self._tasks, self._eval_tasks,
+                                     self.mesh, start.shardings, o)
     self._train_steps, self._eval_steps = steps.train, steps.eval
     self._id_checks, self._eval_id_checks = steps.id_checks, steps.eval_id_checks
-    check_before_training(self.eval_model, self.state, self._tasks, self._eval_tasks,
-                          self._eval_steps, self.mesh, self.rules, self._wanted_metrics())
+    loop_setup.check_before_training(self.eval_model, self.state, self._tasks, self._eval_tasks,
+                                     self._eval_steps, self.mesh, self.rules,
+                                     self._wanted_metrics())
     single = not self._multi
-    self._state_check = make_state_check(self.model if single else None,
-                                         self._tasks[0].loss_layer if single else None,
-                                         tuple(o.rng_streams))
+    self._state_check = guards.make_state_check(self.model if single else None,
+                                                self._tasks[0].loss_layer if single else None,
+                                                tuple(o.rng_streams))
     replicated = sharding.replicated(self.mesh)
     self._metrics = [MetricsBuffer(TrainMetrics, lambda x: jax.device_put(x, replicated),
                                    id_checks=checks) for checks in self._id_checks]
     self._callbacks = make_callbacks(self, callbacks, profile_steps, self.output_dir)
     if hparams:
-      write_hparams(self._writer, hparams, self._eval_tasks)
+      loop_reporting.write_hparams(self._writer, hparams, self._eval_tasks)
     if o.print_summary and jax.process_index() == 0:
-      write_model_summary(self._writer, self.model, self._batch_specs[0][: model.n_in],
-                          self.state.params, self.mesh, self._step, self.output_dir, start.step,
-                          self.checkpointer.directory if start.step is not None else None)
+      metric_writers.write_model_summary(
+          self._writer, self.model, self._batch_specs[0][: model.n_in], self.state.params,
+          self.mesh, self._step, self.output_dir, start.step,
+          self.checkpointer.directory if start.step is not None else None)
     self._constructed = True
 
   # ==== Setup ===================================================================================
@@ -210,7 +177,7 @@ class Loop:
     """Per-task heads and optimizer states: several tasks, or a loss layer with parameters."""
     return len(self._tasks) > 1
 
-  # ---- Public state --------------------------------------------------------------------------
+  # ---- Public state ------------------------------------------------------------------------------
 
   @property
   def step(self) -> int:
@@ -254,8 +221,7 @@ class Loop:
     self._stop_requested = True
 
   def stop(self) -> None:
-    """Ends `run` after the current step, as if it had reached its last step (early stopping).
-    """
+    """Ends `run` after the current step, as if it had reached its last step (early stopping)."""
     self._stop_after = True
 
   def lower_train_step(self, task: int = 0) -> jax.stages.Lowered:
@@ -280,20 +246,20 @@ class Loop:
     `NonFiniteLossError` on a NaN/inf loss, saving nothing from that step on.
     """
     if self.closed:
-      raise LoopClosedError("this Loop is closed (its workdir lock is released and its "
-                            "checkpointer shut): create a new Loop on the same output_dir to "
-                            "train on (it resumes from the last checkpoint)")
-    n_steps = check_n_steps(n_steps)
+      raise guards.LoopClosedError("this Loop is closed (its workdir lock is released and its "
+                                   "checkpointer shut): create a new Loop on the same "
+                                   "output_dir to train on (it resumes from the last checkpoint)")
+    n_steps = guards.check_n_steps(n_steps)
     try:
       self._run(n_steps)
     except BaseException:
-      finish_saves(self.checkpointer)  # an in-flight save is completed, not abandoned
+      loop_schedule.finish_saves(self.checkpointer)  # an in-flight save is completed, not abandoned
       raise
 
   def _run(self, n_steps: int) -> None:
     start, end = self._step, self._step + n_steps
     self.preempted = self._stop_requested = self._stop_after = False
-    for w in console_writers(self._writer):
+    for w in loop_reporting.console_writers(self._writer):
       w.total_steps = end
     progress = Progress(total_steps=end, batch_size=self._batch_specs[0][0].shape[0])
     progress.start(start)
@@ -318,7 +284,7 @@ class Loop:
           for b in self._metrics:  # every log_every steps, and at least every LOG_SECONDS
             b.mark()
           last_mark = time.monotonic()
-        if self._stop_requested or preemption_reached(self.checkpointer, step):
+        if self._stop_requested or loop_schedule.preemption_reached(self.checkpointer, step):
           self._report(progress)
           self.save_checkpoint(wait=True)
           self.preempted = True
@@ -330,7 +296,7 @@ class Loop:
             self.evaluate()
             evaluated_at = step
         if not last and self._schedule.saves_at(step, evaluated=evaluated_at == step):
-          check_metrics(self._metrics, self.checkpointer)
+          loop_reporting.check_metrics(self._metrics, self.checkpointer)
           self._report(progress, everything=False)  # log what is due before the checkpoint:
           with progress.pause():                     # a crash after it must not lose it
             self.save_checkpoint()
@@ -343,9 +309,9 @@ class Loop:
           break
       if not self.preempted:
         self._report(progress)
-        evaluate_and_save(self.save_checkpoint, self.evaluate, self.checkpointer,
-                          bool(self._eval_tasks) and self._step > start
-                          and evaluated_at != self._step, ranked=bool(self._best))
+        due = bool(self._eval_tasks) and self._step > start and evaluated_at != self._step
+        loop_schedule.evaluate_and_save(self.save_checkpoint, self.evaluate, self.checkpointer,
+                                        due, ranked=bool(self._best))
     self._writer.flush()
 
   # ==== Metrics =================================================================================
@@ -354,8 +320,8 @@ class Loop:
     """Fetches pending training metrics (all, or the intervals that are due) and writes them."""
     prefixes = [f"train/{t.name(i)}/" if self._multi else "train/"
                 for i, t in enumerate(self._tasks)]
-    report_metrics(self._metrics, self._writer, progress, prefixes, self.checkpointer,
-                   everything)
+    loop_reporting.report_metrics(self._metrics, self._writer, progress, prefixes,
+                                  self.checkpointer, everything)
 
   # ==== Evaluation ==============================================================================
 
@@ -375,12 +341,10 @@ class Loop:
           self.state.opt_state, self._options.plateau, results))
     if self._options.plot_curves and self.output_dir is not None and jax.process_index() == 0:
       self._writer.flush()
-      write_curves(self.output_dir)
+      metric_writers.write_curves(self.output_dir)
     return results
 
-  def run_evals(self) -> dict[str, float]:
-    """Trax's name for `evaluate`."""
-    return self.evaluate()
+  run_evals = evaluate  # Trax's name
 
   # ==== Checkpoints =============================================================================
 
@@ -393,16 +357,16 @@ class Loop:
     if self.checkpointer is None:
       return
     if self.closed:
-      raise LoopClosedError("save_checkpoint() on a closed Loop: create a new one")
+      raise guards.LoopClosedError("save_checkpoint() on a closed Loop: create a new one")
     with sharding.mesh_context(self.mesh, self.rules):
       problem = self._state_check(self.state, self._last_batch)
     if problem is not None:
-      finish_saves(self.checkpointer)
-      raise NonFiniteStateError(self._step, problem, self.checkpointer.latest_step(),
-                                self.checkpointer.directory)
-    data_state = {data_key(i): gather_json(self._feeder.position(i))  # one per process
+      loop_schedule.finish_saves(self.checkpointer)
+      raise guards.NonFiniteStateError(self._step, problem, self.checkpointer.latest_step(),
+                                       self.checkpointer.directory)
+    data_state = {loop_setup.data_key(i): gather_json(self._feeder.position(i))  # one per process
                   for i in range(len(self._tasks))}
-    metrics = ranking_metrics(self.eval_history, self._best, self._step)
+    metrics = loop_schedule.ranking_metrics(self.eval_history, self._best, self._step)
     self.checkpointer.save(self._step, self.state, data_state, force=True, metrics=metrics)
     if wait:
       self.checkpointer.wait_until_finished()

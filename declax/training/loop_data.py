@@ -12,9 +12,13 @@ feeder.close()                               # stops the threads, rewinds what w
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import numpy as np
 from grain.experimental import ThreadPrefetchDatasetIterator
 from jax.sharding import Mesh
 
@@ -24,7 +28,9 @@ from declax.training.config_schema import ConfigError
 from declax.training.reporting import NonFiniteInputError, check_finite_batch
 from declax.training.tasks import PlacedBatches, TrainTask
 
-__all__ = ["BatchFeeder"]
+__all__ = ["BatchFeeder", "gather_json", "local_position"]
+
+log = logging.getLogger(__name__)
 
 
 class BatchFeeder:
@@ -77,3 +83,35 @@ class BatchFeeder:
       prefetcher.close()
       self._tasks[index].set_data_state(position)  # rewind what was read ahead
     self._prefetchers = {}
+
+
+def gather_json(value: Any) -> list[Any]:
+  """`[value of process 0, value of process 1, ...]` for a JSON-serialisable value.
+
+  Every process feeds its own shard of the data, so every process has its own iterator
+  position; Orbax writes JSON items from the primary process only, so they are gathered first.
+  (A collective: all processes must call it together, as they do when saving.)
+  """
+  if jax.process_count() == 1:
+    return [value]
+  from jax.experimental import multihost_utils
+
+  encoded = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  longest = int(np.max(multihost_utils.process_allgather(np.int32(len(encoded)))))
+  padded = np.zeros(longest, np.uint8)
+  padded[: len(encoded)] = encoded
+  gathered = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in np.asarray(gathered)]
+
+
+def local_position(saved: Any) -> Any:
+  """This process's entry of a `gather_json` list (None, with a warning, if the number of
+  processes changed since the checkpoint was written)."""
+  if not isinstance(saved, list):
+    return saved
+  if len(saved) != jax.process_count():
+    log.warning("The checkpoint holds data positions of %d processes, this run has %d: the "
+                "training data starts from its beginning, not where the checkpoint stopped",
+                len(saved), jax.process_count())
+    return None
+  return saved[jax.process_index()]

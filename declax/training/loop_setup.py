@@ -23,11 +23,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from declax import sharding
-from declax.training.checkpoints import Checkpointer, local_position
+from declax.training.checkpoints import Checkpointer
 from declax.training.config_schema import ConfigError
 from declax.training.evaluation import check_metric_name
 from declax.training.guards import check_eval_setup, check_labels, claim_workdir
 from declax.training.id_checks import IdChecks
+from declax.training.loop_data import local_position
 from declax.training.loop_options import LoopOptions
 from declax.training.state import Head, create_or_restore_state
 from declax.training.step import make_eval_step, make_train_step, with_running_metrics

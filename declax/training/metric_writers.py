@@ -6,8 +6,7 @@ small writers with the same interface (`write_scalars(step, scalars)`, `write_te
 
 - `ConsoleWriter`: one human-readable line per call (the training progress line).
 - `JsonlWriter`: one JSON object per line, `{"step": 100, "train/loss": 0.31, ...}`.
-- `TensorBoardWriter`: TensorBoard event files through tensorboardX, or clu's TF writer when
-  tensorboardX is missing but TensorFlow is installed.
+- `TensorBoardWriter`: TensorBoard event files through tensorboardX (a dependency of declax).
 - `MultiWriter`: fans out to several writers.
 
 `create_default_writer(logdir)` combines them; only process 0 writes.
@@ -16,7 +15,6 @@ small writers with the same interface (`write_scalars(step, scalars)`, `write_te
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import logging
 import math
@@ -58,9 +56,7 @@ class MetricWriter:
     self.flush()
 
 
-# ------------------------------------------------------------------------------------------------
-# Console
-# ------------------------------------------------------------------------------------------------
+# ---- Console -------------------------------------------------------------------------------------
 
 
 def _format_value(name: str, value: float) -> str:
@@ -143,9 +139,7 @@ def hparams_table(hparams: Mapping[str, Any], width: int = 100) -> str:
   return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------------
-# JSON lines
-# ------------------------------------------------------------------------------------------------
+# ---- JSON lines ----------------------------------------------------------------------------------
 
 
 class JsonlWriter(MetricWriter):
@@ -188,49 +182,23 @@ class JsonlWriter(MetricWriter):
       self._file.close()
 
 
-# ------------------------------------------------------------------------------------------------
-# TensorBoard
-# ------------------------------------------------------------------------------------------------
-
-
-def _have(module: str) -> bool:
-  return importlib.util.find_spec(module) is not None
+# ---- TensorBoard ---------------------------------------------------------------------------------
 
 
 class TensorBoardWriter(MetricWriter):
-  """TensorBoard event files in `logdir`, written by tensorboardX (no TensorFlow needed).
-
-  Without tensorboardX, clu's TF summary writer is used if TensorFlow is installed; without
-  either, constructing it raises `ImportError`.
-  """
+  """TensorBoard event files in `logdir`, written by tensorboardX (no TensorFlow needed)."""
 
   def __init__(self, logdir: str | os.PathLike):
+    import tensorboardX
+
     self.logdir = os.fspath(logdir)
-    if _have("tensorboardX"):
-      import tensorboardX
-
-      self._writer = tensorboardX.SummaryWriter(self.logdir, flush_secs=30)
-      self._clu = None
-    elif _have("tensorflow"):
-      from clu import metric_writers  # imports TensorFlow
-
-      self._writer = None
-      self._clu = metric_writers.SummaryWriter(self.logdir)
-    else:
-      raise ImportError("TensorBoard files need tensorboardX (pip install tensorboardX) or "
-                        "TensorFlow")
+    self._writer = tensorboardX.SummaryWriter(self.logdir, flush_secs=30)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    if self._clu is not None:
-      self._clu.write_scalars(step, scalars)
-      return
     for name, value in scalars.items():
       self._writer.add_scalar(name, _scalar(value), global_step=int(step))
 
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-    if self._clu is not None:
-      self._clu.write_texts(step, texts)
-      return
     for name, text in texts.items():
       self._writer.add_text(name, f"```\n{text}\n```", global_step=int(step))
 
@@ -238,9 +206,6 @@ class TensorBoardWriter(MetricWriter):
     """The hyperparameters for TensorBoard's HParams dashboard, in this run's own event file,
     so they sit beside its scalars; `metrics` are the scalar tags the dashboard shows as
     columns (default `train/loss`)."""
-    if self._clu is not None:
-      self._clu.write_hparams(dict(hparams))
-      return
     from tensorboardX.summary import hparams as hparams_summary
 
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
@@ -252,15 +217,13 @@ class TensorBoardWriter(MetricWriter):
       file_writer.add_summary(proto)
 
   def flush(self) -> None:
-    (self._clu or self._writer).flush()
+    self._writer.flush()
 
   def close(self) -> None:
-    (self._clu or self._writer).close()
+    self._writer.close()
 
 
-# ------------------------------------------------------------------------------------------------
-# Fan-out
-# ------------------------------------------------------------------------------------------------
+# ---- Fan-out -------------------------------------------------------------------------------------
 
 
 class MultiWriter(MetricWriter):

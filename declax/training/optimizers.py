@@ -45,9 +45,7 @@ def _decoupled_decay_args(name: str, factory: Any) -> tuple[str, str | None] | N
   return "weight_decay", "mask" if "mask" in parameters else None
 
 
-# ------------------------------------------------------------------------------------------------
-# Schedules
-# ------------------------------------------------------------------------------------------------
+# ---- Schedules -----------------------------------------------------------------------------------
 
 
 def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3, warmup_steps: int = 0,
@@ -91,9 +89,7 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3, warmup
   raise ConfigError(f"Unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
 
 
-# ------------------------------------------------------------------------------------------------
-# Optimizers
-# ------------------------------------------------------------------------------------------------
+# ---- Optimizers ----------------------------------------------------------------------------------
 
 
 def decay_mask(params: Any) -> Any:
@@ -175,9 +171,7 @@ def current_learning_rate(opt_state: Any) -> jax.Array | None:
   return None
 
 
-# ------------------------------------------------------------------------------------------------
-# Reduce on plateau, EMA of the parameters
-# ------------------------------------------------------------------------------------------------
+# ---- Reduce on plateau, EMA of the parameters ----------------------------------------------------
 
 
 def _is_plateau(node: Any) -> bool:

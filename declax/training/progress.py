@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["Progress"]
 
@@ -40,9 +41,14 @@ class Progress:
     self._last_step, self._last_time, self._paused = step, self._clock(), 0.0
     self._first_interval = True
 
-  def pause(self) -> _Pause:
+  @contextlib.contextmanager
+  def pause(self) -> Iterator[None]:
     """A context manager whose duration is not counted as training time."""
-    return _Pause(self)
+    start = self._clock()
+    try:
+      yield
+    finally:
+      self._paused += self._clock() - start
 
   def measure(self, step: int) -> dict[str, float]:
     """Rates since the previous `measure` (or `start`), and the ETA to `total_steps`."""
@@ -64,13 +70,3 @@ class Progress:
       out["eta_seconds"] = max(self.total_steps - step, 0) / rate
     return out
 
-
-class _Pause:
-  def __init__(self, progress: Progress):
-    self._progress = progress
-
-  def __enter__(self) -> None:
-    self._start = self._progress._clock()
-
-  def __exit__(self, *exc) -> None:
-    self._progress._paused += self._progress._clock() - self._start

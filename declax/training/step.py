@@ -33,9 +33,7 @@ __all__ = ["TrainMetrics", "WeightedAverage", "eval_metrics_type", "loss_items",
 Batch = Sequence[jax.Array]
 
 
-# ------------------------------------------------------------------------------------------------
-# Metrics aggregated in jit (clu.metrics)
-# ------------------------------------------------------------------------------------------------
+# ---- Metrics aggregated in jit (clu.metrics) -----------------------------------------------------
 
 
 @flax.struct.dataclass
@@ -85,9 +83,7 @@ def _weighted(name: str) -> type[clu_metrics.Metric]:
   return flax.struct.dataclass(Named)
 
 
-# ------------------------------------------------------------------------------------------------
-# Running the model and the loss on the stack
-# ------------------------------------------------------------------------------------------------
+# ---- Running the model and the loss on the stack -------------------------------------------------
 
 
 def run_model(model: nn.Module, variables: dict, batch: Batch, *, rngs: dict | None = None,
@@ -129,9 +125,7 @@ def batch_weight(model: nn.Module, batch: Batch) -> jax.Array:
   return jnp.asarray(batch[0].shape[0], jnp.float32)
 
 
-# ------------------------------------------------------------------------------------------------
-# Steps
-# ------------------------------------------------------------------------------------------------
+# ---- Steps ---------------------------------------------------------------------------------------
 
 
 def takes_extra_args(optimizer: optax.GradientTransformation) -> bool:

@@ -9,8 +9,8 @@ import pytest
 
 import declax
 import declax.layers as tl
-from declax.layers.core import sinusoidal_encoding
 from declax.layers.position_encodings import AxialShapeError
+from declax.layers.sequence import sinusoidal_encoding
 
 KEY = jax.random.PRNGKey(0)
 
