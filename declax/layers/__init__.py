@@ -101,8 +101,14 @@ __all__ = [
 from declax.layers.efficient_attention import EncDecAttention, SelfAttention  # noqa: E402
 from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention  # noqa: E402
 from declax.layers.lsh_ff import LSHFF  # noqa: E402
+from declax.layers.lsh_wrappers import (  # noqa: E402
+    LSHWrapperError,
+    MixedLSHSelfAttention,
+    PureLSHSelfAttentionWrapper,
+)
 
-__all__ += ["EncDecAttention", "LSHFF", "LSHSelfAttention", "PureLSHSelfAttention",
+__all__ += ["EncDecAttention", "LSHFF", "LSHSelfAttention", "LSHWrapperError",
+            "MixedLSHSelfAttention", "PureLSHSelfAttention", "PureLSHSelfAttentionWrapper",
             "SelfAttention"]
 
 # Reversible layers and position encodings (Reformer)
