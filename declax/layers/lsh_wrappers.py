@@ -107,11 +107,11 @@ def _qk_avg() -> Fn:
 
 
 def _project_and_split_heads(d_model: int, n_heads: int, bias: bool, num_weights: int,
-                             rotary: bool, mode: str) -> Layer:
+                             rotary: bool, mode: str, dtype: Any = None) -> Layer:
   """Trax's `_ProjectAndSplitHeads` for `weights_format='model'`: `x -> (qk, v)`, each
   `(batch * n_heads, length, d_model / n_heads)`."""
   def dense():
-    return Dense(d_model, use_bias=bias)
+    return Dense(d_model, use_bias=bias, dtype=dtype)
 
   if num_weights == 3:  # separate q and k (e.g. from a CausalAttention checkpoint), averaged
     return Serial(
@@ -158,7 +158,8 @@ def PureLSHSelfAttentionWrapper(n_heads: int = 1, d_qk: int = 64, d_v: int = 64,
   `PureLSHSelfAttention`, the default, or `MixedLSHSelfAttention`) gets `n_heads`, `d_qk`, `d_v`,
   `causal`, `masked`, `mode`, the dropouts and `**pure_lsh_implementation_kwargs` (`chunk_len`,
   `n_hashes`, `n_buckets`, `predict_mem_len`, ...). `weights_format` must be `'model'`;
-  `sparsity` is accepted for Trax and unused.
+  `sparsity` is accepted for Trax and unused. A `dtype` keyword (declax's) also sets the Dense
+  layers' computation dtype.
 
   ```python
   layer = tl.PureLSHSelfAttentionWrapper(n_heads=2, d_qk=8, d_v=8, causal=True, chunk_len=8,
@@ -180,19 +181,21 @@ def PureLSHSelfAttentionWrapper(n_heads: int = 1, d_qk: int = 64, d_v: int = 64,
                           f"{num_weights}")
   implementation = _implementation(pure_lsh_implementation or PureLSHSelfAttention)
   d_model = d_qk * n_heads
+  dtype = pure_lsh_implementation_kwargs.get("dtype")  # declax's: the Dense layers compute in it
   attention = implementation(n_heads=n_heads, d_qk=d_qk, d_v=d_v, causal=causal, masked=masked,
                              mode=mode, output_dropout=output_dropout,
                              attention_dropout=attention_dropout,
                              **pure_lsh_implementation_kwargs)
   return Serial(
       _CheckWidth(d_model=d_model, owner=name),
-      _project_and_split_heads(d_model, n_heads, bias, num_weights, rotary_position_emb, mode),
+      _project_and_split_heads(d_model, n_heads, bias, num_weights, rotary_position_emb, mode,
+                               dtype),
       # The pure attention takes one mask row per (example, head), heads varying fastest.
       Parallel(None, None, Fn("MaskToHeads", lambda m: jnp.repeat(m, n_heads, axis=0)))
       if masked else [],
       attention,
       MergeHeads(n_heads),
-      Dense(d_model, use_bias=bias),
+      Dense(d_model, use_bias=bias, dtype=dtype),
       name=name,
   )
 
