@@ -231,6 +231,7 @@ def _pure_lsh_wrapper_state(layer, inp):
   return variables, o, buckets.reshape((batch * n_heads, n_hashes * seqlen))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_weights", [2, 3])
 def test_pure_lsh_wrapper_causal_non_masked(num_weights):
   n_heads = 5
@@ -262,6 +263,7 @@ def test_pure_lsh_wrapper_causal_non_masked(num_weights):
   assert buckets.shape == (batch * n_heads, n_hashes * seqlen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_weights", [2, 3])
 def test_pure_lsh_wrapper_non_causal_masked(num_weights):
   n_heads = 5
