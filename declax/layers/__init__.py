@@ -98,6 +98,11 @@ from declax.layers.filter_response_norm import FilterResponseNorm
 from declax.layers.linen import Linen, LinenArityError
 from declax.layers.lsh_attention import LSHSelfAttention, PureLSHSelfAttention
 from declax.layers.lsh_ff import LSHFF
+from declax.layers.lsh_wrappers import (
+    LSHWrapperError,
+    MixedLSHSelfAttention,
+    PureLSHSelfAttentionWrapper,
+)
 from declax.layers.math_fns import (
     log_gaussian_diag_pdf,
     log_gaussian_pdf,

@@ -156,9 +156,9 @@ class DotProductCausalAttention(Layer):
       mask = jnp.tril(jnp.ones((1, length, length), jnp.bool_))
       return per_head_attention(self, q, k, v, mask, self.dropout, self.mode)
     size = self.max_inference_length
-    shape = k.shape[:-2] + (size, k.shape[-1])
-    keys = self.variable("cache", "keys", jnp.zeros, shape, k.dtype)
-    values = self.variable("cache", "values", jnp.zeros, shape, v.dtype)
+    keys = self.variable("cache", "keys", jnp.zeros, k.shape[:-2] + (size, k.shape[-1]), k.dtype)
+    values = self.variable("cache", "values", jnp.zeros, v.shape[:-2] + (size, v.shape[-1]),
+                           v.dtype)  # values may be wider or narrower than keys
     index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
     if self.is_initializing():
       length = q.shape[-2]

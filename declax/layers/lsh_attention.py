@@ -194,6 +194,8 @@ class LSHSelfAttention(EfficientAttentionBase):
   def _lsh_attend(self, q, v, mask, buckets, rng) -> jax.Array:
     """Sort by bucket, attend within chunks, unsort, combine the rounds. `q (b, h, L, d)`."""
     length = q.shape[-2]
+    # Trax keeps the buckets in its state; declax sows them (apply(..., mutable=['intermediates'])).
+    self.sow("intermediates", "buckets", buckets)
     buckets = buckets.reshape(buckets.shape[:2] + (-1,))
     ticker = jnp.arange(self.n_hashes * length, dtype=jnp.int32)[None, None, :]
     sticker = jnp.argsort(length * buckets + ticker % length, axis=-1)

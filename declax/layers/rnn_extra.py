@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Callable
 
 import chex
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from declax.layers.activations import Sigmoid, Tanh
@@ -23,11 +25,9 @@ from declax.layers.combinators import (
   Gate,
   Multiply,
   Parallel,
-  Select,
   Serial,
   Split,
 )
-from declax.layers.control_flow import Scan
 from declax.layers.convolution import Conv
 from declax.layers.core import Dense, Dropout
 from declax.layers.dtypes import promote
@@ -94,9 +94,39 @@ def ConvGRUCell(n_units: int, kernel_size: tuple = (3, 3),  # noqa: N802 (Trax's
                         mode=mode)
 
 
-def _inner_sru_cell(x_times_one_minus_f, f, state):
-  new = f * state + x_times_one_minus_f
-  return new, new
+class _SRURecurrence(Layer):
+  """`(y * (1 - f), f) -> c` with `c_t = f_t c_{t-1} + y_t (1 - f_t)` and `c_0 = 0`: Trax's
+  `Scan(InnerSRUCell)`, computed as a parallel associative scan over the length. In `'predict'`
+  mode `c` of the last position, `(batch, n_units)` float32, is kept in the `'cache'` collection
+  under `state` and the next call starts from it, so decoding token by token equals the full
+  pass."""
+
+  mode: str = "train"
+  n_in = 2
+
+  @property
+  def default_label(self) -> str:
+    return "InnerSRUCell"
+
+  @nn.compact
+  def forward(self, x_times_one_minus_f, f):
+    # Trax's carry starts as float32 zeros, so the recurrence runs in (at least) float32.
+    dtype = jnp.promote_types(x_times_one_minus_f.dtype, jnp.float32)
+    y, f = x_times_one_minus_f.astype(dtype), f.astype(dtype)
+    decays, c = jax.lax.associative_scan(
+        lambda a, b: (a[0] * b[0], b[0] * a[1] + b[1]), (f, y), axis=1)
+    if self.mode != "predict":
+      return c
+    shape = (y.shape[0], y.shape[-1])
+    is_initialized = self.has_variable("cache", "state")
+    cached = self.variable("cache", "state", jnp.zeros, shape, jnp.float32)
+    chex.assert_shape(cached.value, shape, exception_type=ValueError, custom_message=(
+        f"SRU: the cached state has shape {cached.value.shape}, but this call needs {shape} "
+        "(was the cache initialised for another batch size?)"))
+    c = c + decays * cached.value[:, None, :].astype(dtype)
+    if is_initialized:
+      cached.value = c[:, -1].astype(jnp.float32)
+    return c
 
 
 def _final_sru_gate(c, r, x):
@@ -108,7 +138,9 @@ class SRU(Layer):
   """Simple recurrent unit (arXiv:1709.02755) over `(batch, length, n_units)`:
   `y, f, r = Dense(3 n)(x)` split, `c_t = f_t c_{t-1} + (1 - f_t) y_t` (a `Scan` over the
   length), `h = r * activation(c) + (1 - r) * x * sqrt(3)`. Prints as `SRU_{n_units}`, without
-  its sublayers, as in Trax. The input width must be `n_units`.
+  its sublayers, as in Trax. The input width must be `n_units`. In `'predict'` mode the last
+  `c` is kept in the `'cache'` collection (apply with `mutable=['cache']`), so a sequence fed
+  token by token gives the full pass's outputs.
 
   ```python
   layer = tl.SRU(7)
@@ -128,9 +160,7 @@ class SRU(Layer):
           Split(n_items=3),                                        # r, f, y, x
           Parallel(Sigmoid(), Sigmoid()),                          # r, f, y, x
           Fn("", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),  # y * (1 - f), f, r, x
-          Parallel(None, None, Branch(MakeZeroState(), None)),     # ..., zeros, r, x
-          Scan(Fn("InnerSRUCell", _inner_sru_cell, n_out=2), axis=1, mode=self.mode),
-          Select([0], n_in=2),                                     # c, r, x
+          _SRURecurrence(mode=self.mode),                          # c, r, x
           self.activation if self.activation is not None else [],
           Fn("FinalSRUGate", _final_sru_gate),
       ))

@@ -17,9 +17,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 import declax.layers as tl
 from declax.errors import DeclaxError, did_you_mean
 from declax.layers.position_encodings import AxialShapeError
@@ -55,6 +52,14 @@ def _fields(cls: Callable) -> set:
   return set(inspect.signature(target).parameters)
 
 
+def _takes_any_keyword(cls: Callable) -> bool:
+  """A factory with `**kwargs` (e.g. `PureLSHSelfAttentionWrapper`) passes them on."""
+  target = cls.func if isinstance(cls, functools.partial) else cls
+  if dataclasses.is_dataclass(target):
+    return False
+  return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+
+
 def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: int,
                causal: bool, masked: bool, dropout: float, chunk_size: int, mode: str,
                max_len: int, attention_kwargs: dict | None = None) -> tl.Layer:
@@ -62,7 +67,9 @@ def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: 
   cls = _layer_class(attention_type, "attention_type")
   if attention_kwargs:  # each layer takes the ones it has (LSH's n_hashes skip SelfAttention)
     taken = _fields(cls)
-    cls = functools.partial(cls, **{k: v for k, v in attention_kwargs.items() if k in taken})
+    every = _takes_any_keyword(cls)
+    cls = functools.partial(cls, **{k: v for k, v in attention_kwargs.items()
+                                    if every or k in taken})
   fields = _fields(cls)
   given = cls.keywords if isinstance(cls, functools.partial) else {}
   if "d_qk" in fields:
@@ -79,33 +86,9 @@ def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: 
   return tl.Chunk(attention, chunk_size) if chunk_size else attention
 
 
-def _sru_scan(y, f, r, x):
-  """`c_t = f_t c_{t-1} + y_t` over axis 1 (an associative scan), then SRU's highway output."""
-  def combine(a, b):
-    return a[0] * b[0], b[0] * a[1] + b[1]
-  _, c = jax.lax.associative_scan(combine, (f, y), axis=1)
-  return jnp.tanh(c) * r + x * (1 - r) * (3 ** 0.5)
-
-
-def SRU(n_units: int, mode: str = "train") -> tl.Serial:  # noqa: N802
-  """Trax's simple recurrent unit (Lei et al. 2017): `(batch, length, n_units) -> same`.
-
-  ```python
-  SRU(32).init(key, jnp.ones((2, 8, 32)))
-  ```
-  """
-  if mode == "predict":
-    raise ReformerConfigError("SRU (ff_use_sru) has no predict-mode cache; decode a model "
-                              "without ff_use_sru")
-  return tl.Serial(
-      tl.Branch(tl.Dense(3 * n_units), tl.Serial()),                 # ryf x
-      tl.Split(n_items=3),                                           # r f y x
-      tl.Parallel(tl.Sigmoid(), tl.Sigmoid()),
-      tl.Fn("SRUGates", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),
-      tl.Fn("SRUScan", _sru_scan),
-      tl.LayerNorm(),
-      name="SRU",
-  )
+# Trax's `tl.SRU` (used by FeedForward's `ff_use_sru` and ReformerShortenLM); in 'predict' mode it
+# keeps its state in the 'cache' collection, so the models decode through it.
+SRU = tl.SRU
 
 
 def FeedForward(d_model: int, d_ff: int, dropout: float, activation: Any,  # noqa: N802

@@ -87,14 +87,19 @@ def _decode_step_by_step(model_fn, tokens):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kwargs", [
-    dict(),
-    dict(attention_type="SelfAttention", pos_type="axial", pos_axial_shape=(4, 4),
-         pos_d_axial_embs=(8, 8)),
-], ids=["causal_attention", "self_attention_axial"])
-def test_reformer_lm_decodes_token_by_token_like_the_full_pass(kwargs):
+@pytest.mark.parametrize("kwargs,atol", [
+    (dict(), 1e-4),
+    (dict(attention_type="SelfAttention", pos_type="axial", pos_axial_shape=(4, 4),
+          pos_d_axial_embs=(8, 8)), 1e-4),
+    (dict(ff_use_sru=(2, 8)), 1e-5),
+    (dict(attention_type="PureLSHSelfAttentionWrapper", ff_use_sru=1,
+          attention_kwargs=dict(chunk_len=8, n_chunks_before=0, n_hashes=1, n_buckets=2,
+                                predict_mem_len=8, predict_drop_len=8, num_weights=2,
+                                rotary_position_emb=True)), 2e-5),
+], ids=["causal_attention", "self_attention_axial", "sru", "pure_lsh_wrapper_sru"])
+def test_reformer_lm_decodes_token_by_token_like_the_full_pass(kwargs, atol):
   stepped, full = _decode_step_by_step(functools.partial(_lm, **kwargs), TOKENS[:, :8])
-  np.testing.assert_allclose(stepped, full, atol=1e-4)
+  np.testing.assert_allclose(stepped, full, atol=atol)
   sample = decoding.autoregressive_sample(
       _lm(mode="eval", **kwargs), _lm(mode="eval", **kwargs).init(KEY, TOKENS),
       prefix=TOKENS[:, :2], max_length=6, temperature=0.0)
@@ -158,8 +163,6 @@ def test_reformer_bad_arguments_are_named():
     ReformerShortenLM(32, mode="predict")
   with pytest.raises(ReformerConfigError, match="ff_sparsity must be 0"):
     _lm(ff_sparsity=4)
-  with pytest.raises(ReformerConfigError, match="SRU .* has no predict-mode cache"):
-    _lm(ff_use_sru=1, mode="predict")
   assert issubclass(ReformerConfigError, declax.DeclaxError)
 
 

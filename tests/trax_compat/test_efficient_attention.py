@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import declax.layers as tl
 from declax.layers import efficient_attention, lsh_attention, lsh_ff
 
 
@@ -217,17 +218,83 @@ def test_lsh_self_attention_masked_non_causal():
     assert np.mean(np.abs(y[i, rngs[i]:] - y2[i, rngs[i]:])) > 1e-5
 
 
-@pytest.mark.skip(reason="PureLSHSelfAttentionWrapper is not part of declax; its assertions are "
-                  "on Trax's per-head state (buckets and rngs), which declax does not keep")
+def _pure_lsh_wrapper_state(layer, inp):
+  """Trax's `(weights, state)` after `layer.init` and `o = layer(inp)`: declax keeps no state in
+  'train' mode; the LSH layer sows its buckets into 'intermediates', the same array Trax's state
+  holds (Trax's state also has one hash rng per example and head: declax draws one key per head
+  from the 'hash'/'dropout' stream, which the reversible backward pass replays)."""
+  variables = layer.init(jax.random.PRNGKey(0), inp)
+  o, state = layer.apply(variables, inp, rngs={"dropout": jax.random.PRNGKey(1)},
+                         mutable=["intermediates"])
+  (buckets,) = jax.tree.leaves(state)
+  batch, n_heads, n_hashes, seqlen = buckets.shape
+  return variables, o, buckets.reshape((batch * n_heads, n_hashes * seqlen))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("num_weights", [2, 3])
 def test_pure_lsh_wrapper_causal_non_masked(num_weights):
-  pass
+  n_heads = 5
+  batch, seqlen, d_head = 3, 32, 8
+  n_hashes = 2
+  d_model = n_heads * d_head
+  layer = tl.PureLSHSelfAttentionWrapper(
+      n_heads=n_heads, d_qk=d_head, d_v=d_head, causal=True, masked=False,
+      chunk_len=8, n_chunks_before=1, n_chunks_after=0,
+      n_hashes=n_hashes, n_buckets=4, bias=False,
+      pure_lsh_implementation=tl.PureLSHSelfAttention,
+      mode="train", num_weights=num_weights)
+  rng = jax.random.PRNGKey(0)
+  rng, x_rng = jax.random.split(rng)
+  input_shape = (batch, seqlen, d_model)
+  x = jax.random.uniform(x_rng, input_shape, dtype=jnp.float32)
+  inp = x
+  w, o, buckets = _pure_lsh_wrapper_state(layer, inp)
+  # Get the actual weights.
+  weights = jax.tree.leaves(w)
+  # Assert number of weights is as expected, the extra 1 is for output.
+  assert len(weights) == num_weights + 1
+  # Assert each weight is of the expected shape.
+  for i in range(num_weights + 1):
+    assert weights[i].shape == (d_model, d_model)
+  # Test that the output and the input shape match.
+  assert inp.shape == o.shape
+  # buckets (Trax's state[0]).
+  assert buckets.shape == (batch * n_heads, n_hashes * seqlen)
 
 
-@pytest.mark.skip(reason="PureLSHSelfAttentionWrapper is not part of declax (see above)")
+@pytest.mark.slow
 @pytest.mark.parametrize("num_weights", [2, 3])
 def test_pure_lsh_wrapper_non_causal_masked(num_weights):
-  pass
+  n_heads = 5
+  batch, seqlen, d_head = 3, 32, 8
+  num_weights = 2  # (sic) Trax overrides its parameter here
+  n_hashes = 2
+  d_model = n_heads * d_head
+  layer = tl.PureLSHSelfAttentionWrapper(
+      n_heads=n_heads, d_qk=d_head, d_v=d_head, causal=False, masked=True,
+      chunk_len=8, n_chunks_before=1, n_chunks_after=0,
+      n_hashes=n_hashes, n_buckets=4, bias=False,
+      pure_lsh_implementation=tl.PureLSHSelfAttention,
+      mode="train", num_weights=num_weights)
+  rng = jax.random.PRNGKey(0)
+  rng, x_rng = jax.random.split(rng)
+  input_shape = (batch, seqlen, d_model)
+  x = jax.random.uniform(x_rng, input_shape, dtype=jnp.float32)
+  mask = jnp.ones((batch, seqlen), dtype=jnp.int32)
+  inp = (x, mask)
+  w, o, buckets = _pure_lsh_wrapper_state(layer, inp)
+  # Get the actual weights.
+  weights = jax.tree.leaves(w)
+  # Assert number of weights is as expected, the extra 1 is for output.
+  assert len(weights) == num_weights + 1
+  # Assert each weight is of the expected shape.
+  for i in range(num_weights + 1):
+    assert weights[i].shape == (d_model, d_model)
+  # Test that the output and the x's shape match.
+  assert x.shape == o.shape
+  # buckets (Trax's state[0]).
+  assert buckets.shape == (batch * n_heads, n_hashes * seqlen)
 
 
 @pytest.mark.slow
