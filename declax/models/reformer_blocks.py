@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 import declax.layers as tl
 from declax.errors import DeclaxError, did_you_mean
+from declax.layers.dtypes import at_least_float32
 from declax.layers.position_encodings import AxialShapeError
 from declax.models.transformer import EncoderPositionalEncoding
 
@@ -57,9 +58,17 @@ def _fields(cls: Callable) -> set:
 
 def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: int,
                causal: bool, masked: bool, dropout: float, chunk_size: int, mode: str,
-               max_len: int, attention_kwargs: dict | None = None) -> tl.Layer:
-  """Trax's `ApplyAttentionLayer`: efficient-attention arguments, else the plain ones."""
+               max_len: int, attention_kwargs: dict | None = None,
+               dtype: Any = None) -> tl.Layer:
+  """Trax's `ApplyAttentionLayer`: efficient-attention arguments, else the plain ones; `dtype`
+  (the compute dtype) to a layer that takes it."""
   cls = _layer_class(attention_type, "attention_type")
+  if dtype is not None:
+    if "dtype" not in _fields(cls):
+      raise ReformerConfigError(f"attention_type {getattr(cls, '__name__', cls)!r} takes no "
+                                f"dtype, so it cannot compute in {jnp.dtype(dtype).name}; use "
+                                "dtype=None or an attention layer with a dtype field")
+    cls = functools.partial(cls, dtype=dtype)
   if attention_kwargs:  # each layer takes the ones it has (LSH's n_hashes skip SelfAttention)
     taken = _fields(cls)
     cls = functools.partial(cls, **{k: v for k, v in attention_kwargs.items() if k in taken})
@@ -80,15 +89,21 @@ def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: 
 
 
 def _sru_scan(y, f, r, x):
-  """`c_t = f_t c_{t-1} + y_t` over axis 1 (an associative scan), then SRU's highway output."""
+  """`c_t = f_t c_{t-1} + y_t` over axis 1 (an associative scan), then SRU's highway output.
+
+  The scan runs in at least float32: `c` is a running sum over the length, whose small updates
+  bfloat16 would drop. The output is in the gates' (compute) dtype."""
   def combine(a, b):
     return a[0] * b[0], b[0] * a[1] + b[1]
-  _, c = jax.lax.associative_scan(combine, (f, y), axis=1)
-  return jnp.tanh(c) * r + x * (1 - r) * (3 ** 0.5)
+  wide = at_least_float32(y)
+  _, c = jax.lax.associative_scan(combine, (f.astype(wide), y.astype(wide)), axis=1)
+  c, x = jnp.tanh(c).astype(r.dtype), x.astype(r.dtype)
+  return c * r + x * (1 - r) * (3 ** 0.5)
 
 
-def SRU(n_units: int, mode: str = "train") -> tl.Serial:  # noqa: N802
-  """Trax's simple recurrent unit (Lei et al. 2017): `(batch, length, n_units) -> same`.
+def SRU(n_units: int, mode: str = "train", dtype: Any = None) -> tl.Serial:  # noqa: N802
+  """Trax's simple recurrent unit (Lei et al. 2017): `(batch, length, n_units) -> same`;
+  `dtype` is the compute dtype (the recurrence itself runs in float32).
 
   ```python
   SRU(32).init(key, jnp.ones((2, 8, 32)))
@@ -98,34 +113,37 @@ def SRU(n_units: int, mode: str = "train") -> tl.Serial:  # noqa: N802
     raise ReformerConfigError("SRU (ff_use_sru) has no predict-mode cache; decode a model "
                               "without ff_use_sru")
   return tl.Serial(
-      tl.Branch(tl.Dense(3 * n_units), tl.Serial()),                 # ryf x
+      tl.Branch(tl.Dense(3 * n_units, dtype=dtype), tl.Serial()),    # ryf x
       tl.Split(n_items=3),                                           # r f y x
       tl.Parallel(tl.Sigmoid(), tl.Sigmoid()),
       tl.Fn("SRUGates", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),
       tl.Fn("SRUScan", _sru_scan),
-      tl.LayerNorm(),
+      tl.LayerNorm(dtype=dtype),
       name="SRU",
   )
 
 
 def FeedForward(d_model: int, d_ff: int, dropout: float, activation: Any,  # noqa: N802
                 ff_dropout: float, ff_chunk_size: int, ff_use_sru: Any, center_layernorm: bool,
-                mode: str) -> tl.Layer:
+                mode: str, dtype: Any = None) -> tl.Layer:
   """Trax's `FeedForwardWithOptions` (without sparsity): `LayerNorm -> Dense(d_ff) -> activation
-  -> Dropout -> Dense(d_model) -> Dropout`, chunked over positions by `ff_chunk_size`."""
+  -> Dropout -> Dense(d_model) -> Dropout`, chunked over positions by `ff_chunk_size`, computing
+  in `dtype`."""
   activation = _layer_class(activation, "ff_activation")
   layers = tl.Serial(
-      tl.LayerNorm(center=center_layernorm),
-      tl.Dense(d_ff), activation(), tl.Dropout(ff_dropout, shared_axes=(-2,), mode=mode),
-      tl.Dense(d_model, kernel_axes=("mlp", "embed"), bias_axes=("embed",)),
+      tl.LayerNorm(center=center_layernorm, dtype=dtype),
+      tl.Dense(d_ff, dtype=dtype), activation(),
+      tl.Dropout(ff_dropout, shared_axes=(-2,), mode=mode),
+      tl.Dense(d_model, kernel_axes=("mlp", "embed"), bias_axes=("embed",), dtype=dtype),
       tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
   )
   if ff_chunk_size > 0:
     layers = tl.BatchLeadingAxes(tl.Chunk(layers, ff_chunk_size))
   if ff_use_sru:
     n_layers, n_units = ff_use_sru if isinstance(ff_use_sru, (list, tuple)) else (ff_use_sru, 32)
-    sru = [tl.LayerNorm(center=center_layernorm), tl.Dense(n_units),
-           *[SRU(n_units, mode=mode) for _ in range(n_layers)], tl.Dense(d_model)]
+    sru = [tl.LayerNorm(center=center_layernorm, dtype=dtype), tl.Dense(n_units, dtype=dtype),
+           *[SRU(n_units, mode=mode, dtype=dtype) for _ in range(n_layers)],
+           tl.Dense(d_model, dtype=dtype)]
     layers = tl.Residual(sru, shortcut=layers)
   return layers
 
@@ -182,21 +200,22 @@ def DecoderBlock(d_model, d_ff, d_attention_key, d_attention_value, n_heads,  # 
                  attention_type, dropout, ff_activation, ff_dropout, ff_use_sru, ff_chunk_size,
                  attention_chunk_size, n_attention_layers=1, n_feedforward_layers=1,
                  center_layernorm=True, mode="train", max_len=2048,
-                 attention_kwargs=None) -> list:
+                 attention_kwargs=None, dtype=None) -> list:
   """Trax's reversible decoder block: `[HalfResidual(attention), Swap] * n_attention_layers +
-  [HalfResidual(feed-forward), Swap] * n_feedforward_layers`, on `(x1, x2) -> (y1, y2)`."""
+  [HalfResidual(feed-forward), Swap] * n_feedforward_layers`, on `(x1, x2) -> (y1, y2)`;
+  `dtype` is the compute dtype of every layer in it."""
   def attention_half():
     attention = _attention(attention_type, d_model, n_heads, d_attention_key, d_attention_value,
                            True, False, dropout, attention_chunk_size, mode, max_len,
-                           attention_kwargs)
-    return [tl.ReversibleHalfResidual(tl.LayerNorm(center=center_layernorm),
+                           attention_kwargs, dtype)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(center=center_layernorm, dtype=dtype),
                                       attention_layer=attention,
                                       name="ReversibleHalfResidualDecoderAttn"),
             tl.ReversibleSwap()]
 
   def ff_half():
     ff = FeedForward(d_model, d_ff, dropout, ff_activation, ff_dropout, ff_chunk_size,
-                     ff_use_sru, center_layernorm, mode)
+                     ff_use_sru, center_layernorm, mode, dtype)
     return [tl.ReversibleHalfResidual(ff, name="ReversibleHalfResidualDecoderFF"),
             tl.ReversibleSwap()]
 
