@@ -14,12 +14,10 @@ import numpy as np
 import optax
 import pytest
 
-import declax.layers as tl
 import declax.models
 from declax import decoding, registry
 from declax.layers.reversible import with_custom_backward
 from declax.models import ReformerLM, TransformerLM
-from declax.models.reformer import ReformerConfigError
 from declax.training import default_config, from_config
 
 KEY = jax.random.PRNGKey(0)
@@ -251,11 +249,3 @@ def test_transformer_lm_bf16_greedy_decoding_matches_full_forward():
 def test_reformer_lm_bf16_greedy_decoding_matches_full_forward():
   _check_greedy_decoding_matches_full_forward(functools.partial(_reformer_lm, dtype="bfloat16"))
 
-
-def test_reformer_attention_without_dtype_is_a_clear_error():
-  class NoDtypeAttention(tl.Layer):
-    def forward(self, x):
-      return x
-
-  with pytest.raises(ReformerConfigError, match="takes no dtype"):
-    _reformer_lm(attention_type=NoDtypeAttention, dtype="bfloat16")
