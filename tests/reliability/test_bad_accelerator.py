@@ -44,7 +44,12 @@ def test_A2_config_dtype_for_a_model_without_dtype():
 
 
 def test_A4_reformer_dtype_with_an_attention_type_without_dtype():
-  class NoDtypeAttention(tl.Layer):
+  class NoDtypeAttention(tl.Layer):  # a plain attention layer's arguments, but no dtype
+    d_model: int = 16
+    n_heads: int = 1
+    dropout: float = 0.0
+    mode: str = "train"
+
     def forward(self, x):
       return x
 
