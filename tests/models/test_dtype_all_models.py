@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 
+import declax.layers as tl
 import declax.models
 from declax import decoding, registry
 from declax.layers.reversible import with_custom_backward
@@ -73,8 +74,9 @@ CASES = {
     "WideResnet": (dict(n_blocks=1, widen_factor=1, base_width=4, n_output_classes=3),
                    jnp.ones((2, 8, 8, 3)), 1),
 }
-SLOW = {"Reformer", "ReformerLM", "ReformerShortenLM", "Resnet50", "WideResnet", "BERT",
-        "Transformer", "LSTMSeq2SeqAttn"}
+# The quick subset keeps a few cheap models that cover Dense, Embedding, LSTM and attention.
+QUICK = {"MLP", "FrameStackMLP", "MultiEmbeddingModel", "RNNLM", "TransformerLM",
+         "TransformerEncoder"}
 
 
 def _subjaxprs(params):
@@ -105,7 +107,7 @@ def _train_forward(model, variables, inputs):
 
 
 def _case(name):
-  marks = [pytest.mark.slow] if name in SLOW else []
+  marks = [] if name in QUICK else [pytest.mark.slow]  # bfloat16 compiles slowly on CPU
   return pytest.param(name, id=name, marks=marks)
 
 
@@ -143,8 +145,15 @@ def test_build_model_with_config_dtype_bfloat16(name):
   config.model = dict(name=name, **kwargs)
   config.dtype = "bfloat16"
   model = from_config.build_model(config)  # no ConfigError A2: the model takes dtype
-  assert str(model) == str(registry.MODELS.build(name, **kwargs, dtype="bfloat16"))
-  assert str(model) != str(registry.MODELS.build(name, **kwargs))  # the policy changed it
+  assert BF16 in _layer_dtypes(model), name  # config.dtype reached the layers
+
+
+def _layer_dtypes(layer) -> set:
+  """The `dtype` fields of `layer` and all its sublayers."""
+  dtypes = {jnp.dtype(layer.dtype)} if getattr(layer, "dtype", None) is not None else set()
+  for sub in layer.sublayers:
+    dtypes |= _layer_dtypes(sub)
+  return dtypes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,3 +258,28 @@ def test_transformer_lm_bf16_greedy_decoding_matches_full_forward():
 def test_reformer_lm_bf16_greedy_decoding_matches_full_forward():
   _check_greedy_decoding_matches_full_forward(functools.partial(_reformer_lm, dtype="bfloat16"))
 
+
+
+@pytest.mark.parametrize("layer", [
+    tl.LSTM(8, mode="predict", dtype="bfloat16"),
+    tl.GRU(8, mode="predict", dtype="bfloat16"),
+    tl.SRU(8, mode="predict", dtype="bfloat16"),
+], ids=["LSTM", "GRU", "SRU"])
+def test_recurrent_layers_compute_in_bf16_with_a_float32_carry(layer):
+  x = jnp.ones((2, 5, 8), jnp.bfloat16)
+  variables = layer.init(KEY, x)
+  y, updates = layer.apply(variables, x, mutable=["cache"])
+  assert y.dtype == jnp.bfloat16  # the outputs in the compute dtype ...
+  carries = jax.tree.leaves(updates["cache"])
+  assert carries and {c.dtype for c in carries} == {jnp.dtype("float32")}  # ... the state not
+  dots = matmul_dtypes(jax.make_jaxpr(lambda v: layer.apply(v, x, mutable=["cache"]))(
+      variables).jaxpr)
+  assert dots and all(set(d) == {"bfloat16"} for d in dots), dots
+
+
+def test_lstm_cell_returns_its_state_in_the_state_dtype():
+  cell = tl.LSTMCell(4, dtype="bfloat16")
+  x, state = jnp.ones((2, 3), jnp.bfloat16), jnp.zeros((2, 8), jnp.float32)
+  variables = cell.init(KEY, (x, state))
+  h, new_state = cell.apply(variables, (x, state))
+  assert (h.dtype, new_state.dtype) == (jnp.bfloat16, jnp.float32)  # a Scan keeps its carry
