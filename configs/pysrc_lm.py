@@ -23,7 +23,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     from declax.errors import did_you_mean
     from declax.training.config_schema import ConfigError
 
-    raise ConfigError(f"configs/pysrc_lm.py has no variant {variant!r}"
+    raise ConfigError(f"no variant {variant!r}"
                       f"{did_you_mean(variant, VARIANTS)} (variants: {', '.join(VARIANTS)})")
   config = default_config.get_config()  # every key and its default
   config.model = dict(name="TransformerLM", vocab_size=256, d_model=128, d_ff=512, n_layers=2,

@@ -135,6 +135,8 @@ def _check_config_file(argv: Sequence[str]) -> str | None:
   except SyntaxError as error:
     return (f"config file {path} has a syntax error at line {error.lineno}: {error.msg}; fix "
             "the file")
+  except DeclaxError as error:  # the config refused its argument (e.g. an unknown variant)
+    return f"config file {path}: {error}"
   except Exception as error:  # noqa: BLE001 - the user's code: any failure is reported
     where = traceback.extract_tb(error.__traceback__)[-1]
     return (f"config file {path}: get_config() raised {type(error).__name__}: {error} (at "

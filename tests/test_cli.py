@@ -27,6 +27,7 @@ def _run(args, timeout=300):
                         env=_env(), cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_short_run_writes_config_metrics_and_checkpoint(tmp_path):
   result = _run([*SMALL, "--workdir", str(tmp_path), "--config.train.steps=6",
                  "--config.train.log_every=3"])
@@ -43,6 +44,7 @@ def test_short_run_writes_config_metrics_and_checkpoint(tmp_path):
     ("--config.train.stepz=3", "did you mean --config.train.steps?"),
     ("--config.optimiser.name=sgd", "did you mean --config.optimizer.name?"),
 ])
+@pytest.mark.slow
 def test_unknown_config_key_suggests_the_close_match(tmp_path, flag, hint):
   result = _run([*SMALL, "--workdir", str(tmp_path), flag], timeout=120)
   assert result.returncode == 1
@@ -54,6 +56,7 @@ def test_missing_workdir_is_a_usage_error():
   assert result.returncode == 1 and "--workdir" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_current_step_and_exits_0(tmp_path):
   args = [*SMALL, "--workdir", str(tmp_path), "--config.train.steps=1000000",
           "--config.train.log_every=1", "--config.train.checkpoint_every=1000000"]
@@ -137,3 +140,13 @@ def test_preparing_a_local_dataset_prints_no_download_line(tmp_path, capsys):
   _, builder = prepare("declax_digits", data_dir=str(tmp_path))
   assert builder.is_prepared()
   assert "Downloading and preparing" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_misspelled_config_variant_is_one_line_with_a_suggestion():
+  result = _run(["--config", os.path.join(ROOT, "configs", "pysrc_lm.py") + ":smal",
+                 "--show_config"], timeout=120)
+  assert result.returncode != 0
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("declax-train: error: config file ")
+  assert "no variant 'smal'; did you mean small?" in lines[0] and "Traceback" not in result.stderr

@@ -54,6 +54,7 @@ def next_logits(full, variables, seq):
   return full(variables, pad_to(seq))[:, seq.shape[1]]
 
 
+@pytest.mark.slow
 def test_cached_steps_equal_the_full_pass(lm):
   model, variables, full = lm
   x = tokens((2, 9), seed=1)
@@ -70,6 +71,7 @@ def test_cached_steps_equal_the_full_pass(lm):
   np.testing.assert_allclose(jnp.concatenate(got, axis=1), want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_greedy_sampling_is_argmax_of_full_passes(lm):
   model, variables, full = lm
   prefix = tokens((2, 3), seed=2)
@@ -82,6 +84,7 @@ def test_greedy_sampling_is_argmax_of_full_passes(lm):
     seq = jnp.concatenate([seq, out[:, i : i + 1]], axis=1)
 
 
+@pytest.mark.slow
 def test_beam_search_with_one_beam_is_greedy(lm):
   model, variables, _ = lm
   prefix = tokens((2, 2), seed=3)
@@ -93,6 +96,7 @@ def test_beam_search_with_one_beam_is_greedy(lm):
   np.testing.assert_array_equal(seqs[:, 0], greedy)
 
 
+@pytest.mark.slow
 def test_top_k_never_samples_outside_the_top_k():
   model = TransformerLM(V, n_layers=1, **TINY)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))
@@ -122,6 +126,7 @@ def test_temperature_sampling_follows_the_softmax():
   np.testing.assert_array_equal(decoding.sample_logits(logits, None, 0.0), [0])
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_stops_at_eos():
   model = TransformerLM(V, n_layers=1, **TINY)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))
@@ -140,6 +145,7 @@ def test_sampling_is_reproducible_and_stops_at_eos():
     assert (row[end:] == 0).all()
 
 
+@pytest.mark.slow
 def test_encoder_decoder_sampling_and_beam_search():
   model = Transformer(V, n_encoder_layers=1, n_decoder_layers=2, **TINY)
   src = tokens((2, 6), seed=5).at[1, 4:].set(0)
@@ -170,6 +176,7 @@ def test_encoder_decoder_sampling_and_beam_search():
   assert np.all(scores[:, 0] >= score(greedy) - 1e-5)  # at least as likely as greedy
 
 
+@pytest.mark.slow
 def test_beam_search_finishes_beams_at_eos():
   model = TransformerLM(V, n_layers=1, **TINY)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens((1, 4)))

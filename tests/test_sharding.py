@@ -54,6 +54,7 @@ print(json.dumps({
      {"up": [32, 128], "down": [128, 32], "unnamed": [64, 96], "odd": [3, 5]}),
     ({"fsdp": 8}, {"up": [8, 256], "down": [256, 8], "unnamed": [16, 96], "odd": [6, 10]}),
 ])
+@pytest.mark.slow
 def test_parameter_shards_follow_rules_and_fallback(mesh, expected):
   out = run_snippet(PRELUDE + f"""
 mesh = sh.mesh_from_config({mesh!r})

@@ -20,6 +20,7 @@ def _rows(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
 # ---------------------------------------------------------------- declax_digits
 
 
+@pytest.mark.slow
 def test_digits_splits_are_the_fixed_rng0_permutation(data_dir):
   from sklearn.datasets import load_digits
 
@@ -138,6 +139,7 @@ def test_fashion_from_small_idx_files(tmp_path):
   assert x.shape == (7, 28, 28, 1) and sorted(y.tolist()) == list(range(7))
 
 
+@pytest.mark.slow
 def test_fashion_mnist_matches_the_idx_files(fashion_data_dir):
   _, builder = dd.prepare("declax_fashion_mnist", fashion_data_dir)
   assert builder.info.features["label"].names[0] == "t-shirt_top"

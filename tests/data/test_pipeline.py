@@ -147,6 +147,7 @@ def test_bad_arguments(data_dir):
     dd.make_pipeline("declax_digits", "train", 8, normalize="minmax", data_dir=data_dir)
 
 
+@pytest.mark.slow
 def test_fashion_mnist_pipeline(fashion_data_dir):
   p = dd.make_pipeline("declax_fashion_mnist", "train", 128, data_dir=fashion_data_dir, **ONE)
   x, y = next(p)

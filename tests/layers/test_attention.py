@@ -54,6 +54,7 @@ def _reference(params, q_in, kv_in, mask=None):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_causal_attention_matches_flax_and_reference():
   layer = tl.CausalAttention(D, n_heads=HEADS)
   x = _x()
@@ -213,6 +214,7 @@ def test_dropout_on_attention_weights_in_train_mode_only():
   assert not np.allclose(y1, eval_y, atol=1e-3) and not np.allclose(y1, y2, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_explicit_dropout_path_matches_hand_written_reference():
   q, k, v = (_x((B, 5, HEADS, 4), seed=s) for s in (1, 2, 3))
   mask = jnp.array([True, True, True, False, True])[None, None, None, :]

@@ -34,6 +34,7 @@ def _value_and_grads(fn, q, k, v):
 @pytest.mark.parametrize("length, padded, causal", [
     (256, False, True), (512, True, True), (384, True, True), (64, True, False), (300, True, True),
 ])
+@pytest.mark.slow
 def test_matches_jax_attention_values_and_gradients(length, padded, causal):
   q, k, v = _qkv(length, seed=length)
   mask = None
@@ -62,6 +63,7 @@ def test_left_padding_fully_masked_queries_match_jax():
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_float32():
   q, k, v = _qkv(512)
   f = lambda q, k, v: attention.dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
@@ -85,6 +87,7 @@ def test_query_blocks():
   assert attention_kernel._query_blocks(256, 256, False) == ((0, 256, 256),)  # not causal
 
 
+@pytest.mark.slow
 def test_implementation_xla_uses_jax_and_agrees():
   layer = tl.CausalAttention(16, n_heads=2)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 256, 16))

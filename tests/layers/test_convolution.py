@@ -26,6 +26,7 @@ def _normal(shape, seed=1):
     ({"kernel_size": (3,)}, (2, 9, 3)),
     ({"kernel_size": (5,), "strides": 2, "padding": 2, "use_bias": False}, (2, 9, 4)),
 ])
+@pytest.mark.slow
 def test_conv_matches_flax(kwargs, shape):
   x = _normal(shape)
   layer = tl.Conv(4, **kwargs)

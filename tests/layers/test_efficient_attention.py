@@ -115,6 +115,7 @@ def test_self_attention_masked_ignores_padding():
   np.testing.assert_allclose(y[1], y2[1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_self_attention_dropout_train_only():
   layer = tl.SelfAttention(n_heads=2, d_qk=4, d_v=4, attention_dropout=0.5, output_dropout=0.5)
   x = _x((2, 8, 6))
@@ -148,6 +149,7 @@ def test_predict_memory_overflow_is_an_error():
     layer.apply(layer.init(jax.random.PRNGKey(0), x[:, :1]), x, mutable=["cache"])
 
 
+@pytest.mark.slow
 def test_predict_prefix_after_the_start_is_an_error():
   layer = tl.SelfAttention(n_heads=1, d_qk=4, d_v=4, causal=True, chunk_len=2, mode="predict")
   variables = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 8)))

@@ -74,6 +74,7 @@ def test_gru_cell_matches_numpy_reference():
                                                np.asarray(state, np.float64)), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell_cls,state_size", [(tl.LSTMCell, 2 * N), (tl.GRUCell, N)])
 def test_cell_gradients(cell_cls, state_size):
   cell = cell_cls(2)
@@ -133,6 +134,7 @@ def test_gru_sequence_matches_numpy_reference():
   np.testing.assert_allclose(layer.apply(variables, x), np.stack(expected, 1), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer_cls", [tl.LSTM, tl.GRU])
 @pytest.mark.parametrize("init_length", [1, T])
 def test_predict_stepwise_equals_full_pass(layer_cls, init_length):

@@ -3,12 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import declax
 import declax.layers as tl
 from declax.models import Resnet50, WideResnet
 
 
+@pytest.mark.slow
 def test_wide_resnet_updates_batch_stats_in_train_mode_only():
   model = WideResnet(n_blocks=1, base_width=4, n_output_classes=10)
   images = jnp.asarray(np.random.RandomState(0).rand(4, 8, 8, 1), jnp.float32)

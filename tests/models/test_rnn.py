@@ -18,6 +18,7 @@ def test_rnnlm_prints_like_trax():
     RNNLM(16, rnn_cell="Transformer")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_rnnlm_is_causal_and_keeps_state_in_cache(cell):
   model = RNNLM(16, d_model=8, n_layers=2, rnn_cell=cell, dropout=0.0)

@@ -65,6 +65,7 @@ def test_lm_prints_like_trax():
   assert scanned.count("DecoderBlock") == 1
 
 
+@pytest.mark.slow
 def test_lm_is_causal_and_mode_independent():
   model = lm(dropout=0.0)
   x = tokens((2, 9))
@@ -80,6 +81,7 @@ def test_lm_is_causal_and_mode_independent():
   np.testing.assert_allclose(model.apply(variables, x), logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lm_dropout_only_in_train_mode():
   model = lm(dropout=0.5)
   x = tokens((2, 6))
@@ -96,6 +98,7 @@ def test_every_parameter_has_logical_axis_names():
     _check_every_parameter_has_logical_axis_names()
 
 
+@pytest.mark.slow
 def test_outside_rules_init_returns_plain_arrays():
   params = lm().init(jax.random.PRNGKey(0), tokens((2, 5)))["params"]
   leaves = [leaf for _, leaf in boxed_leaves(params)]
@@ -142,6 +145,7 @@ def stack_blocks(unrolled_params, first, n_layers):
   return renamed
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("logical_axes")
 def test_scan_layers_matches_unrolled_model():
   x = tokens((2, 7))
@@ -173,6 +177,7 @@ def test_scan_layers_traces_once():
   assert size(lm(n_layers=6)) > 2 * size(lm(n_layers=2)) * 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_remat_keeps_values_and_gradients(scan_layers):
   x = tokens((2, 6))
@@ -192,6 +197,7 @@ def test_remat_keeps_values_and_gradients(scan_layers):
     lm(remat_policy="sometimes")
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_with_float32_params_and_loss():
   x = tokens((2, 6))
   fp32, bf16 = lm(dropout=0.0), lm(dropout=0.0, dtype="bfloat16")
@@ -223,6 +229,7 @@ def test_encoder_classifier_outputs_log_probs_and_ignores_padding():
   assert not np.allclose(model.apply(variables, x[:, ::-1]), log_probs)
 
 
+@pytest.mark.slow
 def test_encoder_on_flattened_images_without_padding():
   model = TransformerEncoder(17, n_classes=10, n_layers=1, pad_id=None, flatten_inputs=True,
                              **{**TINY, "max_len": 64})
@@ -234,6 +241,7 @@ def test_encoder_on_flattened_images_without_padding():
       "Serial[\n  Flatten_keep1\n  Branch_out2[\n    Serial\n    AttendAll\n")
 
 
+@pytest.mark.slow
 def test_encoder_decoder_shapes_masks_and_shared_embedding():
   model = Transformer(V, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0, **TINY)
   assert (model.n_in, model.n_out) == (2, 2)
@@ -258,6 +266,7 @@ def test_encoder_decoder_shapes_masks_and_shared_embedding():
   assert out[0].shape == (2, 4, 7)
 
 
+@pytest.mark.slow
 def test_encoder_decoder_with_scanned_layers_runs():
   model = Transformer(V, n_encoder_layers=2, n_decoder_layers=3, scan_layers=True, **TINY)
   src, tgt = tokens((2, 5)), tokens((2, 4), seed=1)

@@ -53,6 +53,7 @@ def cli(*args, timeout=180):
 # ---- Command line -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_C1_C2_C12_command_line_errors_are_one_message_without_traceback(tmp_path):
   workdir = str(tmp_path / "run")
   unknown = cli("--workdir", workdir, "--config.train.stepz=3")

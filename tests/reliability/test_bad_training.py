@@ -208,6 +208,7 @@ def copy_run(saved_run, tmp_path):
   return workdir
 
 
+@pytest.mark.slow
 def test_K4_foreign_files_in_the_workdir_are_left_alone(saved_run, tmp_path):
   workdir = copy_run(saved_run, tmp_path)
   foreign = [workdir / "notes.txt", workdir / "checkpoints" / "README",

@@ -93,6 +93,7 @@ def failing_writes(monkeypatch, step: int):
   yield
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's loop
 @pytest.mark.parametrize("how", ["tmpfs", "patched_writer"])
 def test_K10_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, how):

@@ -35,6 +35,7 @@ def test_build_model_optimizer_and_hparams():
   assert from_config.to_dict(ml_collections.ConfigDict({"a": [1, 2]})) == {"a": (1, 2)}
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_config_and_resumes(tmp_path, capsys):
   config = _config()
   loop = from_config.train_and_evaluate(config, tmp_path, print_summary=False)

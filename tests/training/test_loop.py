@@ -162,6 +162,7 @@ def _resume_pair(tmp_path, n, model_fn, task_fn):
   return straight, first, resumed
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_losses_and_params(tmp_path):
   # Dropout (RNG), BatchNorm (model_state), an odd split inside gradient accumulation
   # (MultiSteps state) and a shuffled data position must all survive the restart.
@@ -173,6 +174,7 @@ def test_resume_gives_identical_losses_and_params(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_resume_with_a_declax_data_pipeline(tmp_path):
   from declax.data import make_pipeline
 
@@ -226,6 +228,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(tmp_p
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_current_step_and_returns(tmp_path):
   # The data iterator sends SIGTERM to its own process when batch 6 is read (by the prefetch
   # thread, possibly a step or two ahead): the loop finishes its current step, saves it with

@@ -66,6 +66,7 @@ def _ok(results) -> list[dict]:
   return [_last_json(out) for _, out, _ in results]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_all_devices():
   two = _ok(run_workers(WORKER, n_processes=2, n_devices=2, args=["", "5"], timeout=240))
   one = _ok(run_workers(WORKER, n_processes=1, n_devices=4, args=["", "5"], timeout=240))[0]

@@ -56,6 +56,7 @@ def test_default_is_float32_and_models_get_the_policy_dtype():
     (dict(name="WideResnet", n_blocks=1, widen_factor=1, n_output_classes=3),
      jnp.ones((2, 8, 8, 3))),
 ])
+@pytest.mark.slow
 def test_every_model_family_computes_in_bf16_with_float32_params_and_outputs(model, inputs):
   net = from_config.build_model(_config("bfloat16", model), mode="eval")
   variables = jax.jit(net.init)(jax.random.PRNGKey(0), inputs)

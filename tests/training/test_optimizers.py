@@ -29,6 +29,7 @@ def _zeros(params):
   return jax.tree.map(jnp.zeros_like, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "momentum", "adafactor", "lion"])
 def test_every_optimizer_minimises_a_quadratic(name):
   tx = make_optimizer(name, 0.05, clip_norm=10.0)
@@ -127,6 +128,7 @@ def test_optimizer_kwargs_are_passed_through():
 @pytest.mark.parametrize("name, kwargs", [("lamb", {"weight_decay": 0.1}), ("lion", {}),
                                           ("adafactor", {"weight_decay": 0.1}), ("rmsprop", {}),
                                           ("nadamw", {"weight_decay": 0.1})])
+@pytest.mark.slow
 def test_any_optax_optimizer_by_name_with_its_learning_rate_in_the_state(name, kwargs):
   tx = make_optimizer(name, 3e-3, **kwargs)
   state = tx.init(PARAMS)

@@ -92,6 +92,7 @@ print(json.dumps(results))
   assert out["fsdp8"]["opt_per_device"] < out["data8"]["opt_per_device"] / 4
 
 
+@pytest.mark.slow
 def test_compiled_step_contains_the_activation_constraints():
   out = run_snippet(PRELUDE + """
 from declax.training.step import make_train_step

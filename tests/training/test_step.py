@@ -19,6 +19,7 @@ def _state(model, tx, batch):
   return nn.unbox(make_init_fn(model, tx, specs)(jax.random.PRNGKey(0)))
 
 
+@pytest.mark.slow
 def test_loss_equals_serial_model_loss():
   model, loss = tiny_classifier(), tl.CrossEntropyLoss()
   batch = next(ArrayBatches())
@@ -92,6 +93,7 @@ def test_model_needing_more_inputs_than_the_batch_has():
     run_model(model, state.variables, (jnp.zeros((2,)),))
 
 
+@pytest.mark.slow
 def test_learning_rate_is_nan_only_when_unknown():
   model, batch = tiny_classifier(), next(ArrayBatches())
   plain = optax.adamw(3e-3)  # no inject_hyperparams, no schedule: the rate cannot be known

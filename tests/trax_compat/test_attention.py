@@ -3,14 +3,15 @@
 import functools
 
 import numpy as np
+import pytest
 
 import declax.layers as tl
 from tests.trax_compat.trax_shim import (
-    KEY,
-    as_list,
-    check_eval_equals_predict,
-    check_eval_is_deterministic,
-    init_apply,
+  KEY,
+  as_list,
+  check_eval_equals_predict,
+  check_eval_is_deterministic,
+  init_apply,
 )
 
 X = np.array([[[2, 5, 3, 4], [0, 1, 2, 3], [0, 1, 2, 3]]], np.float32)
@@ -62,6 +63,7 @@ def test_causal_attention_deterministic_eval():
                                                      n_heads=4))
 
 
+@pytest.mark.slow
 def test_causal_attention_predict_equals_eval():
   inp = np.ones((1, 10, 32)).astype(np.float32)
   check_eval_equals_predict(inp, functools.partial(tl.CausalAttention, d_feature=32, n_heads=4,

@@ -127,6 +127,7 @@ def _trax_adam_step(w, g, m, v, step, lr=0.01, b1=0.9, b2=0.999, eps=1e-5, wd=1e
   return (1 - wd) * w - lr * mhat / (np.sqrt(vhat) + eps), m, v
 
 
+@pytest.mark.slow
 @needs_fixtures
 @pytest.mark.parametrize("weight_decay", [1e-5, 0.0])
 def test_adam_slots_continue_with_trax_update_rule(weight_decay):

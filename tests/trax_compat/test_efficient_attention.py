@@ -23,6 +23,7 @@ def _init_apply(layer, x, init_rng=0, call_rng=None):
   return jax.jit(lambda v, x: layer.apply(v, x, rngs=rngs))(variables, x), variables
 
 
+@pytest.mark.slow
 def test_self_attention():
   layer = efficient_attention.SelfAttention(
       n_heads=5, d_qk=7, d_v=17, share_qk=False, causal=True,
@@ -41,6 +42,7 @@ def test_lsh_ff():
   assert y.shape == x.shape
 
 
+@pytest.mark.slow
 def test_self_attention_tf():
   # Trax runs this on its TF-NumPy backend; declax has one (JAX) backend: same assertion.
   layer = efficient_attention.SelfAttention(
@@ -52,6 +54,7 @@ def test_self_attention_tf():
   assert y.shape == x.shape
 
 
+@pytest.mark.slow
 def test_lsh_self_attention():
   layer = lsh_attention.LSHSelfAttention(
       n_heads=5, d_qk=7, d_v=17, causal=True,

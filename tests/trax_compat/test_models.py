@@ -48,6 +48,7 @@ def test_rnn_rnnlm_forward_shape():
   assert init_apply(model, np.ones((3, 28)).astype(np.int32)).shape == (3, 28, 20)
 
 
+@pytest.mark.slow
 def test_rnn_grulm_forward_shape():
   model = models.GRULM(vocab_size=20, d_model=16)
   assert init_apply(model, np.ones((3, 28)).astype(np.int32)).shape == (3, 28, 20)

@@ -1,11 +1,13 @@
 """Trax's `trax/layers/rnn_test.py`, translated one for one."""
 
 import numpy as np
+import pytest
 
 import declax.layers as tl
 from tests.trax_compat.trax_shim import init_apply
 
 
+@pytest.mark.slow
 def test_conv_gru_cell():
   x = np.ones((8, 1, 7, 9))
   assert init_apply(tl.ConvGRUCell(9, kernel_size=(3, 3)), x).shape == x.shape
