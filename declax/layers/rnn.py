@@ -12,6 +12,8 @@ bias              (n_gates * n_units,)           ('mlp',)
 with gates in Trax's order: LSTM `i, j, f, o` (input gate, candidate, forget gate, output gate),
 GRU `u, r, c` (update gate, reset gate, candidate). The sequence layers compute the input
 projection of all time steps with one matmul and loop (`jax.lax.scan`) only over the recurrence.
+With `dtype='bfloat16'` the matmuls run in bfloat16 and the outputs are bfloat16, while the
+recurrent state (the carry) stays float32.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 
 from declax.layers.base import Layer
 from declax.layers.core import stored_param_shape
-from declax.layers.dtypes import promote_dtype
+from declax.layers.dtypes import at_least_float32, promote_dtype
 from declax.layers.partitioning import constrain, param_init
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell"]
@@ -38,17 +40,25 @@ def _kw(default: Any) -> Any:
   return dataclasses.field(default=default, kw_only=True)
 
 
+def _recurrent_matmul(h: jax.Array, kernel: jax.Array, carry_dtype: Any) -> jax.Array:
+  """`h @ kernel` in the kernel's (compute) dtype, accumulated and returned in `carry_dtype`."""
+  return jnp.matmul(h.astype(kernel.dtype), kernel, preferred_element_type=carry_dtype)
+
+
 def lstm_step(recurrent_kernel: jax.Array, state: jax.Array,
               x_proj: jax.Array) -> tuple[jax.Array, jax.Array]:
   """One LSTM step. `state` is `concat([c, h], -1)`; `x_proj = x @ input_kernel + bias`.
 
-  Returns `(new_state, new_h)`.
+  Returns `(new_state, new_h)`: the state in at least float32 (the carry), `new_h` in
+  `x_proj`'s (compute) dtype. The matmul runs in the kernel's dtype.
   """
-  c, h = jnp.split(state, 2, axis=-1)
-  i, j, f, o = jnp.split(x_proj + h @ recurrent_kernel, 4, axis=-1)
+  carry_dtype = at_least_float32(state)
+  c, h = jnp.split(state.astype(carry_dtype), 2, axis=-1)
+  gates = x_proj.astype(carry_dtype) + _recurrent_matmul(h, recurrent_kernel, carry_dtype)
+  i, j, f, o = jnp.split(gates, 4, axis=-1)
   new_c = c * jax.nn.sigmoid(f) + jax.nn.sigmoid(i) * jnp.tanh(j)
   new_h = jnp.tanh(new_c) * jax.nn.sigmoid(o)
-  return jnp.concatenate([new_c, new_h], axis=-1), new_h
+  return jnp.concatenate([new_c, new_h], axis=-1), new_h.astype(x_proj.dtype)
 
 
 def gru_step(recurrent_kernel: jax.Array, h: jax.Array,
@@ -56,14 +66,19 @@ def gru_step(recurrent_kernel: jax.Array, h: jax.Array,
   """One GRU step (Trax's variant: the reset gate scales the state before its projection).
 
   `u, r = sigmoid(x W_x + h W_h + b)`, `c = tanh(x W_xc + (r * h) W_hc + b_c)`,
-  `new_h = u * h + (1 - u) * c`. Returns `(new_h, new_h)`.
+  `new_h = u * h + (1 - u) * c`. Returns `(new_h, new_h)`: the carry in at least float32, the
+  output in `x_proj`'s (compute) dtype.
   """
+  carry_dtype = at_least_float32(h)
+  h, x_proj_c = h.astype(carry_dtype), x_proj.astype(carry_dtype)
   n = h.shape[-1]
-  u, r = jnp.split(jax.nn.sigmoid(x_proj[..., : 2 * n] + h @ recurrent_kernel[:, : 2 * n]), 2,
-                   axis=-1)
-  candidate = jnp.tanh(x_proj[..., 2 * n :] + (r * h) @ recurrent_kernel[:, 2 * n :])
+  u, r = jnp.split(jax.nn.sigmoid(
+      x_proj_c[..., : 2 * n] + _recurrent_matmul(h, recurrent_kernel[:, : 2 * n], carry_dtype)),
+      2, axis=-1)
+  candidate = jnp.tanh(x_proj_c[..., 2 * n :]
+                       + _recurrent_matmul(r * h, recurrent_kernel[:, 2 * n :], carry_dtype))
   new_h = u * h + (1.0 - u) * candidate
-  return new_h, new_h
+  return new_h, new_h.astype(x_proj.dtype)
 
 
 class _Recurrent(Layer):
@@ -134,11 +149,12 @@ class _Cell(_Recurrent):
   @nn.compact
   def forward(self, x, state):
     input_kernel, recurrent_kernel, bias = self._params(x.shape[-1])
-    x, state, input_kernel, recurrent_kernel, bias = promote_dtype(
-        x, state, input_kernel, recurrent_kernel, bias, dtype=self.dtype)
+    x, input_kernel, recurrent_kernel, bias = promote_dtype(
+        x, input_kernel, recurrent_kernel, bias, dtype=self.dtype)
     x_proj = x @ input_kernel + jax.lax.broadcast_to_rank(bias, x.ndim)
     new_state, y = type(self)._step(recurrent_kernel, state, x_proj)
-    return y, new_state
+    # The state comes back in its own dtype, so a loop over the cell keeps one carry dtype.
+    return y, new_state.astype(state.dtype)
 
 
 class _Sequence(_Recurrent):
@@ -163,15 +179,19 @@ class _Sequence(_Recurrent):
         x, input_kernel, recurrent_kernel, bias, dtype=self.dtype)
     x_proj = jnp.einsum("btd,dg->btg", x, input_kernel) + bias[None, None]
     shape = (x.shape[0], self.state_size)
+    # The carry stays in float32 under a bfloat16 policy: the LSTM's cell state is a running
+    # sum over time, and bfloat16's 8-bit mantissa would drop its small per-step updates
+    # (1 + 2**-9 == 1). The matmuls still run in the compute dtype.
+    carry_dtype = at_least_float32(x_proj)
     if self.mode == "predict":
       is_initialized = self.has_variable("cache", "state")
-      cached = self.variable("cache", "state", jnp.zeros, shape, x_proj.dtype)
+      cached = self.variable("cache", "state", jnp.zeros, shape, carry_dtype)
       chex.assert_shape(cached.value, shape, exception_type=ValueError, custom_message=(
           f"the cached state has shape {cached.value.shape}, but this call needs {shape} (was "
           "the model initialized with another batch size?)"))
-      state = cached.value.astype(x_proj.dtype)
+      state = cached.value.astype(carry_dtype)
     else:
-      state = jnp.zeros(shape, x_proj.dtype)
+      state = jnp.zeros(shape, carry_dtype)
     step = functools.partial(type(self)._step, recurrent_kernel)
     final, ys = jax.lax.scan(step, state, jnp.swapaxes(x_proj, 0, 1), unroll=self.unroll)
     if self.mode == "predict" and is_initialized:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -82,16 +83,17 @@ def GeneralGRUCell(candidate_transform: Callable[[], Layer],  # noqa: N802 (Trax
 
 
 def ConvGRUCell(n_units: int, kernel_size: tuple = (3, 3),  # noqa: N802 (Trax's name)
-                mode: str = "train") -> Layer:
+                mode: str = "train", dtype: Any = None) -> Layer:
   """A convolutional GRU cell (arXiv:1511.06432): `GeneralGRUCell` with `Conv(n_units,
-  kernel_size, padding='SAME')` transforms, on `(batch, h, w, n_units)` states.
+  kernel_size, padding='SAME')` transforms, on `(batch, h, w, n_units)` states; `dtype` is the
+  convolutions' compute dtype (declax's).
 
   ```python
   tl.ConvGRUCell(9, kernel_size=(3, 3))   # (8, 1, 7, 9) -> (8, 1, 7, 9)
   ```
   """
-  return GeneralGRUCell(lambda: Conv(filters=n_units, kernel_size=kernel_size, padding="SAME"),
-                        mode=mode)
+  return GeneralGRUCell(lambda: Conv(filters=n_units, kernel_size=kernel_size, padding="SAME",
+                                     dtype=dtype), mode=mode)
 
 
 class _SRURecurrence(Layer):
@@ -130,7 +132,9 @@ class _SRURecurrence(Layer):
 
 
 def _final_sru_gate(c, r, x):
-  c, r, x = promote(c, r, x)  # bfloat16 inputs meet float32 gates: Trax's standard promotion
+  # The output is in the gates' dtype (the compute dtype; the recurrence ran in float32); with
+  # float32 gates a bfloat16 input promotes to float32 (Trax's standard promotion).
+  c, r, x = promote(c.astype(r.dtype), r, x)
   return c * r + x * (1 - r) * (3**0.5)
 
 
@@ -151,12 +155,13 @@ class SRU(Layer):
   n_units: int = 1
   activation: Layer | None = None
   mode: str = "train"
+  dtype: Any = dataclasses.field(default=None, kw_only=True)  # compute dtype of the Dense
   body: Layer | None = dataclasses.field(default=None, kw_only=True)  # built from the above
 
   def __post_init__(self):
     if self.body is None:
       object.__setattr__(self, "body", Serial(                     # x
-          Branch(Dense(3 * self.n_units), None),                   # r_f_y, x
+          Branch(Dense(3 * self.n_units, dtype=self.dtype), None),  # r_f_y, x
           Split(n_items=3),                                        # r, f, y, x
           Parallel(Sigmoid(), Sigmoid()),                          # r, f, y, x
           Fn("", lambda r, f, y: (y * (1.0 - f), f, r), n_out=3),  # y * (1 - f), f, r, x

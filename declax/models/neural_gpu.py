@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 import declax.layers as tl
+from declax.models.blocks import compute_dtype, float32_logits
 
 __all__ = ["ConvDiagonalGRU", "DiagonalGate", "NeuralGPU", "SaturationCost"]
 
@@ -33,28 +36,33 @@ def DiagonalGate() -> tl.Layer:  # noqa: N802 (Trax's name)
   return tl.Fn("DiagonalGate", _diagonal_gate)
 
 
-def ConvDiagonalGRU(units: int, kernel_size: tuple = (3, 3), mode: str = "train") -> tl.Layer:  # noqa: N802
+def ConvDiagonalGRU(units: int, kernel_size: tuple = (3, 3), mode: str = "train",  # noqa: N802
+                    dtype: Any = None) -> tl.Layer:
   """A convolutional GRU with the diagonal memory gate, `HardSigmoid` gates and `HardTanh`
-  candidates."""
+  candidates; its convolutions compute in `dtype`."""
   return tl.GeneralGRUCell(
-      lambda: tl.Conv(filters=units, kernel_size=kernel_size, padding="SAME"),
+      lambda: tl.Conv(filters=units, kernel_size=kernel_size, padding="SAME", dtype=dtype),
       memory_transform_fn=DiagonalGate, gate_nonlinearity=tl.HardSigmoid,
       candidate_nonlinearity=tl.HardTanh, mode=mode)
 
 
 def NeuralGPU(d_feature: int = 96, steps: int = 16, vocab_size: int = 2,  # noqa: N802
-              mode: str = "train") -> tl.Serial:
+              mode: str = "train", dtype: Any = None) -> tl.Serial:
   """`Embedding -> steps x one shared ConvDiagonalGRU -> Dense(vocab_size)`, as Trax's, on
-  token grids `(batch, height, width)`.
+  token grids `(batch, height, width)`. `dtype` (declax's): the compute dtype, e.g.
+  `'bfloat16'` (the grid state too: the steps are depth, not a long sum); parameters and logits
+  stay float32.
 
   ```python
   model = NeuralGPU(d_feature=6, steps=2, vocab_size=3)
   variables = model.init(jax.random.key(0), jnp.zeros((2, 4, 4), jnp.int32))
   ```
   """
-  core = ConvDiagonalGRU(units=d_feature, mode=mode)
+  dtype = compute_dtype(dtype)
+  core = ConvDiagonalGRU(units=d_feature, mode=mode, dtype=dtype)
   return tl.Serial(
-      tl.Embedding(vocab_size=vocab_size, d_feature=d_feature),
+      tl.Embedding(vocab_size=vocab_size, d_feature=d_feature, dtype=dtype),
       [core] * steps,  # one instance: the steps share their weights
-      tl.Dense(vocab_size),
+      tl.Dense(vocab_size, dtype=dtype),
+      float32_logits(dtype),
   )

@@ -22,6 +22,7 @@ from typing import Any
 import jax.numpy as jnp
 
 import declax.layers as tl
+from declax.models.blocks import compute_dtype, float32_logits
 from declax.models.reformer_blocks import (
   SRU,
   FeedForward,
@@ -45,7 +46,8 @@ def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N
                pos_start_from_zero_prob: float = 1.0, pos_max_offset_to_add: int = 0,
                ff_activation: Any = "FastGelu", ff_use_sru: Any = 0, ff_chunk_size: int = 0,
                ff_sparsity: int = 0, attention_chunk_size: int = 0,
-               mode: str = "train", attention_kwargs: dict | None = None) -> tl.Serial:
+               mode: str = "train", attention_kwargs: dict | None = None,
+               dtype: Any = None) -> tl.Serial:
   """The reversible Transformer language model: tokens `(batch, length)` -> logits
   `(batch, length, vocab_size)`, where position `t` sees tokens `< t`.
 
@@ -58,6 +60,8 @@ def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N
   that many positions; `ff_use_sru` adds that many SRU layers. `ff_sparsity` must be 0 (sparse
   feed-forward layers are not in declax). `attention_kwargs` (declax's; Trax sets these with gin)
   go to every attention layer that takes them, e.g. `{'chunk_len': 64, 'n_hashes': 2}`.
+  `dtype` (declax's, e.g. `'bfloat16'`): the compute dtype of every layer, the reversible
+  blocks' recomputation included; parameters and logits stay float32.
 
   ```python
   model = ReformerLM(vocab_size=256, d_model=64, d_ff=128, n_layers=2, n_heads=2, max_len=64,
@@ -66,6 +70,7 @@ def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N
   """
   if ff_sparsity:
     raise ReformerConfigError("ff_sparsity must be 0: declax has no sparse feed-forward layers")
+  dtype = compute_dtype(dtype)
   encoding = PositionalEncoder(mode, dropout, max_len, pos_type, pos_axial_shape,
                                pos_d_axial_embs, pos_start_from_zero_prob, pos_max_offset_to_add,
                                d_model=d_model)
@@ -74,25 +79,26 @@ def ReformerLM(vocab_size: int, d_model: int = 512, d_ff: int = 2048,  # noqa: N
       d_attention_value=d_attention_value, n_heads=n_heads, dropout=dropout,
       ff_activation=ff_activation, ff_dropout=dropout, ff_use_sru=ff_use_sru,
       ff_chunk_size=ff_chunk_size, attention_chunk_size=attention_chunk_size, mode=mode,
-      max_len=max_len, attention_kwargs=attention_kwargs)
+      max_len=max_len, attention_kwargs=attention_kwargs, dtype=dtype)
   return tl.Serial(
       tl.ShiftRight(mode=mode),
-      tl.Embedding(vocab_size, d_model),
+      tl.Embedding(vocab_size, d_model, dtype=dtype),
       tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
       encoding,
       tl.Dup(),
       tl.ReversibleSerial(blocks),
       tl.Concatenate(),
-      tl.LayerNorm(),
+      tl.LayerNorm(dtype=dtype),
       tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
-      tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",)),
+      tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      float32_logits(dtype),
   )
 
 
-def _causal_conv(filters: int, kernel_width: int = 3) -> tl.Serial:
+def _causal_conv(filters: int, kernel_width: int = 3, dtype: Any = None) -> tl.Serial:
   """Trax's `CausalConv`: a 1-D convolution that sees only the current and earlier positions."""
   pad = tl.Fn("CausalPad", lambda x: jnp.pad(x, ((0, 0), (kernel_width - 1, 0), (0, 0))))
-  return tl.Serial(pad, tl.Conv(filters, (kernel_width,)), name="CausalConv")
+  return tl.Serial(pad, tl.Conv(filters, (kernel_width,), dtype=dtype), name="CausalConv")
 
 
 def ReformerShortenLM(vocab_size: int, shorten_factor: int = 1, d_embedding: int = 256,  # noqa: N802
@@ -105,10 +111,11 @@ def ReformerShortenLM(vocab_size: int, shorten_factor: int = 1, d_embedding: int
                       ff_activation: Any = "FastGelu", ff_use_sru: Any = 0,
                       ff_chunk_size: int = 0, ff_sparsity: int = 0,
                       attention_chunk_size: int = 0, mode: str = "train",
-                      attention_kwargs: dict | None = None) -> tl.Serial:
+                      attention_kwargs: dict | None = None, dtype: Any = None) -> tl.Serial:
   """`ReformerLM` whose body runs on `length / shorten_factor` positions: groups of
   `shorten_factor` embeddings are moved into depth, processed, moved back and finished by a
-  causal convolution and an SRU (Trax's semantics; no `'predict'` mode, as in Trax).
+  causal convolution and an SRU (Trax's semantics; no `'predict'` mode, as in Trax). `dtype`:
+  the compute dtype, as in `ReformerLM`.
 
   ```python
   model = ReformerShortenLM(vocab_size=256, shorten_factor=2, d_embedding=32, d_model=64,
@@ -121,6 +128,7 @@ def ReformerShortenLM(vocab_size: int, shorten_factor: int = 1, d_embedding: int
                               "with ReformerLM")
   if ff_sparsity:
     raise ReformerConfigError("ff_sparsity must be 0: declax has no sparse feed-forward layers")
+  dtype = compute_dtype(dtype)
   encoding = PositionalEncoder(mode, dropout, max_len, pos_type, pos_axial_shape,
                                pos_d_axial_embs, d_model=d_embedding)
   blocks = _decoder_blocks(
@@ -128,29 +136,30 @@ def ReformerShortenLM(vocab_size: int, shorten_factor: int = 1, d_embedding: int
       d_attention_value=d_attention_value, n_heads=n_heads, dropout=dropout,
       ff_activation=ff_activation, ff_dropout=dropout, ff_use_sru=ff_use_sru,
       ff_chunk_size=ff_chunk_size, attention_chunk_size=attention_chunk_size, mode=mode,
-      max_len=max_len, attention_kwargs=attention_kwargs)
+      max_len=max_len, attention_kwargs=attention_kwargs, dtype=dtype)
   factor = shorten_factor
   return tl.Serial(
       tl.ShiftRight(),
-      tl.Embedding(vocab_size, d_embedding),
+      tl.Embedding(vocab_size, d_embedding, dtype=dtype),
       tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
       encoding,
       tl.Dup(),                                                  # x x
       tl.ShiftRight(n_positions=factor - 1),
       tl.Fn("Shorten", lambda x: x.reshape(x.shape[0], x.shape[1] // factor, -1)),
-      tl.Dense(d_model),
+      tl.Dense(d_model, dtype=dtype),
       tl.Dup(),                                                  # short short x
       tl.ReversibleSerial(blocks),
       tl.Select([0], n_in=2),
-      tl.LayerNorm(),
+      tl.LayerNorm(dtype=dtype),
       tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
-      tl.Dense(factor * d_embedding),
+      tl.Dense(factor * d_embedding, dtype=dtype),
       tl.Fn("ProlongBack", lambda x: x.reshape(x.shape[0], x.shape[1] * factor, -1)),
       tl.Concatenate(),                                          # with the embeddings
-      _causal_conv(d_embedding),
+      _causal_conv(d_embedding, dtype=dtype),
       tl.Relu(),
-      SRU(d_embedding, mode=mode),
-      tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",)),
+      SRU(d_embedding, mode=mode, dtype=dtype),
+      tl.Dense(vocab_size, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      float32_logits(dtype),
   )
 
 
@@ -170,14 +179,15 @@ def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noq
              mode: str = "train", pos_type: str | None = None,
              pos_axial_shape: Sequence[int] | None = None,
              pos_d_axial_embs: Sequence[int] | None = None, ff_use_sru: Any = 0,
-             ff_chunk_size: int = 0, ff_sparsity: int = 0) -> tl.Serial:
+             ff_chunk_size: int = 0, ff_sparsity: int = 0, dtype: Any = None) -> tl.Serial:
   """The reversible encoder-decoder: `(inputs, targets) -> (logits, targets)`, Trax's `Reformer`.
 
   The encoder runs `n_encoder_layers` reversible blocks of masked `SelfAttention` (input tokens
   equal to 0 are padding) and feed-forward; the decoder's blocks add causal `SelfAttention` and
   `EncDecAttention` to the encoder. Both halves of each residual stream are averaged at the
   end. Input and target embeddings are shared when `output_vocab_size` is None. In `'predict'`
-  mode the decoder keeps its caches and the encoder re-reads the inputs on every call.
+  mode the decoder keeps its caches and the encoder re-reads the inputs on every call. `dtype`
+  (declax's): the compute dtype, as in `ReformerLM`.
 
   ```python
   model = Reformer(input_vocab_size=32, d_model=32, d_ff=64, n_encoder_layers=1,
@@ -188,18 +198,19 @@ def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noq
   if ff_sparsity:
     raise ReformerConfigError("ff_sparsity must be 0: declax has no sparse feed-forward layers")
   ff_dropout = dropout if ff_dropout is None else ff_dropout
+  dtype = compute_dtype(dtype)
   enc_mode = "eval" if mode == "predict" else mode
   d_head = d_model // n_heads
 
   def ff(block_mode):
     return FeedForward(d_model, d_ff, dropout, ff_activation, ff_dropout, ff_chunk_size,
-                       ff_use_sru, True, block_mode)
+                       ff_use_sru, True, block_mode, dtype)
 
   def encoder_block():
     attention = tl.SelfAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head, masked=True,
                                  attention_dropout=dropout, output_dropout=dropout,
-                                 mode=enc_mode)
-    return [tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=attention,
+                                 mode=enc_mode, dtype=dtype)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(dtype=dtype), attention_layer=attention,
                                       name="ReversibleHalfResidualEncoderAttn"),
             tl.ReversibleSwap(),
             tl.ReversibleHalfResidual(ff(enc_mode), name="ReversibleHalfResidualEncoderFF"),
@@ -208,19 +219,21 @@ def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noq
   def decoder_block():
     causal = tl.SelfAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head, causal=True,
                               attention_dropout=dropout, output_dropout=dropout, mode=mode,
-                              predict_mem_len=max_len)
+                              predict_mem_len=max_len, dtype=dtype)
     enc_dec = tl.EncDecAttention(n_heads=n_heads, d_qk=d_head, d_v=d_head,
-                                 attention_dropout=dropout, output_dropout=dropout, mode=mode)
-    return [tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=causal),
+                                 attention_dropout=dropout, output_dropout=dropout, mode=mode,
+                                 dtype=dtype)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(dtype=dtype), attention_layer=causal),
             tl.ReversibleSwap(),
-            tl.ReversibleHalfResidual(tl.LayerNorm(), attention_layer=enc_dec),
+            tl.ReversibleHalfResidual(tl.LayerNorm(dtype=dtype), attention_layer=enc_dec),
             tl.ReversibleSwap(),
             tl.ReversibleHalfResidual(ff(mode)),
             tl.ReversibleSwap()]
 
-  in_embedding = tl.Embedding(input_vocab_size, d_model)
+  in_embedding = tl.Embedding(input_vocab_size, d_model, dtype=dtype)
   out_vocab = input_vocab_size if output_vocab_size is None else output_vocab_size
-  out_embedding = in_embedding if output_vocab_size is None else tl.Embedding(out_vocab, d_model)
+  out_embedding = (in_embedding if output_vocab_size is None
+                   else tl.Embedding(out_vocab, d_model, dtype=dtype))
   pos = dict(max_len=max_len, pos_type=pos_type, pos_axial_shape=pos_axial_shape,
              pos_d_axial_embs=pos_d_axial_embs, d_model=d_model)
   encoder = tl.Serial(
@@ -229,7 +242,7 @@ def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noq
       tl.Dup(),
       tl.ReversibleSerial([encoder_block() for _ in range(n_encoder_layers)]),
       _xy_avg(),
-      tl.LayerNorm(),
+      tl.LayerNorm(dtype=dtype),
   )
   return tl.Serial(
       tl.Select([0, 1, 1]),                                      # tok_e tok_d tok_d
@@ -243,7 +256,8 @@ def Reformer(input_vocab_size: int, output_vocab_size: int | None = None,  # noq
       tl.Dup(),                                                  # vec_d1 vec_d2 vec_e mask
       tl.ReversibleSerial([decoder_block() for _ in range(n_decoder_layers)]),
       _xy_avg(),
-      tl.LayerNorm(),
+      tl.LayerNorm(dtype=dtype),
       tl.Select([0], n_in=3),                                    # vec_d tok_d
-      tl.Dense(out_vocab, kernel_axes=("embed", "vocab"), bias_axes=("vocab",)),
+      tl.Dense(out_vocab, kernel_axes=("embed", "vocab"), bias_axes=("vocab",), dtype=dtype),
+      float32_logits(dtype),
   )

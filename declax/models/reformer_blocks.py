@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax.numpy as jnp
+
 import declax.layers as tl
 from declax.errors import DeclaxError, did_you_mean
 from declax.layers.position_encodings import AxialShapeError
@@ -62,9 +64,17 @@ def _takes_any_keyword(cls: Callable) -> bool:
 
 def _attention(attention_type: Any, d_model: int, n_heads: int, d_qk: int, d_v: int,
                causal: bool, masked: bool, dropout: float, chunk_size: int, mode: str,
-               max_len: int, attention_kwargs: dict | None = None) -> tl.Layer:
-  """Trax's `ApplyAttentionLayer`: efficient-attention arguments, else the plain ones."""
+               max_len: int, attention_kwargs: dict | None = None,
+               dtype: Any = None) -> tl.Layer:
+  """Trax's `ApplyAttentionLayer`: efficient-attention arguments, else the plain ones; `dtype`
+  (the compute dtype) to a layer that takes it."""
   cls = _layer_class(attention_type, "attention_type")
+  if dtype is not None:
+    if "dtype" not in _fields(cls):
+      raise ReformerConfigError(f"attention_type {getattr(cls, '__name__', cls)!r} takes no "
+                                f"dtype, so it cannot compute in {jnp.dtype(dtype).name}; use "
+                                "dtype=None or an attention layer with a dtype field")
+    cls = functools.partial(cls, dtype=dtype)
   if attention_kwargs:  # each layer takes the ones it has (LSH's n_hashes skip SelfAttention)
     taken = _fields(cls)
     every = _takes_any_keyword(cls)
@@ -93,22 +103,25 @@ SRU = tl.SRU
 
 def FeedForward(d_model: int, d_ff: int, dropout: float, activation: Any,  # noqa: N802
                 ff_dropout: float, ff_chunk_size: int, ff_use_sru: Any, center_layernorm: bool,
-                mode: str) -> tl.Layer:
+                mode: str, dtype: Any = None) -> tl.Layer:
   """Trax's `FeedForwardWithOptions` (without sparsity): `LayerNorm -> Dense(d_ff) -> activation
-  -> Dropout -> Dense(d_model) -> Dropout`, chunked over positions by `ff_chunk_size`."""
+  -> Dropout -> Dense(d_model) -> Dropout`, chunked over positions by `ff_chunk_size`, computing
+  in `dtype`."""
   activation = _layer_class(activation, "ff_activation")
   layers = tl.Serial(
-      tl.LayerNorm(center=center_layernorm),
-      tl.Dense(d_ff), activation(), tl.Dropout(ff_dropout, shared_axes=(-2,), mode=mode),
-      tl.Dense(d_model, kernel_axes=("mlp", "embed"), bias_axes=("embed",)),
+      tl.LayerNorm(center=center_layernorm, dtype=dtype),
+      tl.Dense(d_ff, dtype=dtype), activation(),
+      tl.Dropout(ff_dropout, shared_axes=(-2,), mode=mode),
+      tl.Dense(d_model, kernel_axes=("mlp", "embed"), bias_axes=("embed",), dtype=dtype),
       tl.Dropout(dropout, shared_axes=(-2,), mode=mode),
   )
   if ff_chunk_size > 0:
     layers = tl.BatchLeadingAxes(tl.Chunk(layers, ff_chunk_size))
   if ff_use_sru:
     n_layers, n_units = ff_use_sru if isinstance(ff_use_sru, (list, tuple)) else (ff_use_sru, 32)
-    sru = [tl.LayerNorm(center=center_layernorm), tl.Dense(n_units),
-           *[SRU(n_units, mode=mode) for _ in range(n_layers)], tl.Dense(d_model)]
+    sru = [tl.LayerNorm(center=center_layernorm, dtype=dtype), tl.Dense(n_units, dtype=dtype),
+           *[SRU(n_units, mode=mode, dtype=dtype) for _ in range(n_layers)],
+           tl.Dense(d_model, dtype=dtype)]
     layers = tl.Residual(sru, shortcut=layers)
   return layers
 
@@ -165,21 +178,22 @@ def DecoderBlock(d_model, d_ff, d_attention_key, d_attention_value, n_heads,  # 
                  attention_type, dropout, ff_activation, ff_dropout, ff_use_sru, ff_chunk_size,
                  attention_chunk_size, n_attention_layers=1, n_feedforward_layers=1,
                  center_layernorm=True, mode="train", max_len=2048,
-                 attention_kwargs=None) -> list:
+                 attention_kwargs=None, dtype=None) -> list:
   """Trax's reversible decoder block: `[HalfResidual(attention), Swap] * n_attention_layers +
-  [HalfResidual(feed-forward), Swap] * n_feedforward_layers`, on `(x1, x2) -> (y1, y2)`."""
+  [HalfResidual(feed-forward), Swap] * n_feedforward_layers`, on `(x1, x2) -> (y1, y2)`;
+  `dtype` is the compute dtype of every layer in it."""
   def attention_half():
     attention = _attention(attention_type, d_model, n_heads, d_attention_key, d_attention_value,
                            True, False, dropout, attention_chunk_size, mode, max_len,
-                           attention_kwargs)
-    return [tl.ReversibleHalfResidual(tl.LayerNorm(center=center_layernorm),
+                           attention_kwargs, dtype)
+    return [tl.ReversibleHalfResidual(tl.LayerNorm(center=center_layernorm, dtype=dtype),
                                       attention_layer=attention,
                                       name="ReversibleHalfResidualDecoderAttn"),
             tl.ReversibleSwap()]
 
   def ff_half():
     ff = FeedForward(d_model, d_ff, dropout, ff_activation, ff_dropout, ff_chunk_size,
-                     ff_use_sru, center_layernorm, mode)
+                     ff_use_sru, center_layernorm, mode, dtype)
     return [tl.ReversibleHalfResidual(ff, name="ReversibleHalfResidualDecoderFF"),
             tl.ReversibleSwap()]
 

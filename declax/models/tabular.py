@@ -51,8 +51,9 @@ def MultiEmbeddingModel(cardinalities: Sequence[int], d_feature: int,  # noqa: N
   if isinstance(output_layer, str):
     output_layer = getattr(tl, output_layer)
   columns = [tl.Embedding(c, d_feature, dtype=dtype) for c in cardinalities]
-  if n_numeric > 0:
-    columns.append(tl.ToFloat())  # the numeric columns pass through (as float32)
+  if n_numeric > 0:  # the numeric columns pass through, in the compute dtype
+    numeric_dtype = dtype or jnp.float32
+    columns.append(tl.Fn("ToFloat", lambda x: jnp.asarray(x, numeric_dtype)))
   inputs = tl.Parallel(*columns) if len(columns) > 1 else columns[0]
   mlp = [[tl.Dense(width, dtype=dtype), activation(), tl.Dropout(dropout, mode=mode)]
          for width in hidden]

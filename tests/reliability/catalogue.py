@@ -211,6 +211,8 @@ CATALOGUE: dict[str, str] = {
     "A2": "config.dtype='bfloat16', but model 'NoDtypeNet' takes no dtype argument; add `dtype` "
           "to its signature (pass it to its layers) or use config.dtype='float32'",
     "A3": "attention implementation must be one of ('cudnn', 'xla', 'cpu') or None, got 'flash'",
+    "A4": "attention_type 'NoDtypeAttention' takes no dtype, so it cannot compute in bfloat16; "
+          "use dtype=None or an attention layer with a dtype field",
   # ---- Text: tokenizers, stream pipelines, translation, decoding (issue 12) ------------------
     "TX1": "the file is corrupt or of another kind: train it again "
            "(SentencePieceTokenizer.train) or copy it from the prepared dataset",

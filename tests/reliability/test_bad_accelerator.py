@@ -9,6 +9,8 @@ import pytest
 
 import declax.layers as tl
 from declax import registry
+from declax.models import ReformerLM
+from declax.models.reformer import ReformerConfigError
 from declax.training import default_config, from_config
 from declax.training.config_schema import ConfigError
 from tests.reliability.catalogue import CATALOGUE
@@ -39,6 +41,24 @@ def test_A2_config_dtype_for_a_model_without_dtype():
   assert CATALOGUE["A2"] in str(info.value)
   config.dtype = "float32"  # the fix the message names
   assert from_config.build_model(config) is not None
+
+
+def test_A4_reformer_dtype_with_an_attention_type_without_dtype():
+  class NoDtypeAttention(tl.Layer):  # a plain attention layer's arguments, but no dtype
+    d_model: int = 16
+    n_heads: int = 1
+    dropout: float = 0.0
+    mode: str = "train"
+
+    def forward(self, x):
+      return x
+
+  with pytest.raises(ReformerConfigError) as info:
+    ReformerLM(32, d_model=16, d_ff=32, n_layers=1, n_heads=2, max_len=16,
+               attention_type=NoDtypeAttention, dtype="bfloat16")
+  assert CATALOGUE["A4"] in str(info.value)
+  assert ReformerLM(32, d_model=16, d_ff=32, n_layers=1, n_heads=2, max_len=16,
+                    attention_type=NoDtypeAttention) is not None  # the fix: dtype=None
 
 
 def test_A3_unknown_attention_implementation():
