@@ -31,7 +31,7 @@ from declax.layers.combinators import (
 )
 from declax.layers.convolution import Conv
 from declax.layers.core import Dense, Dropout
-from declax.layers.dtypes import promote
+from declax.layers.dtypes import at_least_float32, promote
 
 
 class MakeZeroState(Layer):
@@ -113,7 +113,7 @@ class _SRURecurrence(Layer):
   @nn.compact
   def forward(self, x_times_one_minus_f, f):
     # Trax's carry starts as float32 zeros, so the recurrence runs in (at least) float32.
-    dtype = jnp.promote_types(x_times_one_minus_f.dtype, jnp.float32)
+    dtype = at_least_float32(x_times_one_minus_f)
     y, f = x_times_one_minus_f.astype(dtype), f.astype(dtype)
     decays, c = jax.lax.associative_scan(
         lambda a, b: (a[0] * b[0], b[0] * a[1] + b[1]), (f, y), axis=1)
