@@ -70,3 +70,16 @@ def test_accelerator_smoke_writes_json_and_table(tmp_path):
   assert "declax/Flax" in table and "ReformerLM" in table and "tokens/s" in table
   assert "attention: cpu" in table
   assert (tmp_path / "accelerator.json").exists()
+
+
+@pytest.mark.slow  # one step of digits_mlp through train_and_evaluate
+def test_config_path_counts_the_walk_from_config_to_step():
+  from benchmarks import config_path
+
+  result = config_path.measure("configs/digits_mlp.py")
+  assert result["spine"][0].endswith("from_config.py:train_and_evaluate")
+  assert result["spine"][-1].endswith("step.py:make_train_step")
+  assert result["spine_hops"] == len(result["spine"]) - 1 >= 2
+  assert "declax/training/loop.py" in result["plumbing_file_list"]
+  assert result["plumbing_files"] <= result["all_files"]
+  assert result["plumbing_hops"] >= result["plumbing_functions"] - 1 > 0
