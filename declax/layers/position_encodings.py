@@ -27,12 +27,6 @@ from declax.errors import DeclaxError
 from declax.layers.base import Layer, describe
 from declax.layers.core import apply_dropout
 
-__all__ = [
-    "AxialPositionalEncoding", "AxialShapeError", "FixedBasePositionalEncoding",
-    "InfinitePositionalEncoding", "Rotate", "SinCosPositionalEncoding",
-    "TimeBinPositionalEncoding", "rotate",
-]
-
 
 class AxialShapeError(DeclaxError, ValueError):
   """An axial position encoding whose shape or depths do not fit the model."""
